@@ -1,5 +1,24 @@
-"""An asyncio- and trio-native client for Baidu Wenxin Workshop (Qianfan) model serving."""
+"""An asyncio- and trio-native client for Baidu Wenxin Workshop (Qianfan) model serving.
 
+```python
+import baiduwx_async as wx
+
+async with wx.AsyncClient(credentials=wx.OAuthCredentials("api-key", "secret-key")) as client:
+    reply = await client.chat("mpt30b", [wx.user("Please introduce The Great Wall")])
+    print(reply.result, reply.usage.total_tokens)
+```
+"""
+
+from ._auth import (
+    AccessTokenAuth,
+    BceSigningAuth,
+    Credentials,
+    IAMCredentials,
+    OAuthCredentials,
+    StaticToken,
+    credentials_from_env,
+)
+from ._client import AsyncClient
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -15,21 +34,57 @@ from ._errors import (
     ValidationError,
     WenxinError,
 )
+from ._models import (
+    ChatChunk,
+    ChatResponse,
+    CompletionChunk,
+    CompletionResponse,
+    Message,
+    RateLimitInfo,
+    Usage,
+    assistant,
+    user,
+)
+from ._retry import RetryPolicy
+from ._tokens import AccessToken, FileTokenStore, MemoryTokenStore, TokenManager, TokenStore
 from ._version import __version__
 
 __all__ = [
     "APIError",
+    "AccessToken",
+    "AccessTokenAuth",
+    "AsyncClient",
     "AuthenticationError",
+    "BceSigningAuth",
+    "ChatChunk",
+    "ChatResponse",
+    "CompletionChunk",
+    "CompletionResponse",
+    "Credentials",
+    "FileTokenStore",
+    "IAMCredentials",
     "InvalidRequestError",
+    "MemoryTokenStore",
+    "Message",
+    "OAuthCredentials",
     "PermissionDeniedError",
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
+    "RateLimitInfo",
     "RequestTimeoutError",
+    "RetryPolicy",
     "ServerError",
+    "StaticToken",
     "StreamError",
+    "TokenManager",
+    "TokenStore",
     "TransportError",
+    "Usage",
     "ValidationError",
     "WenxinError",
     "__version__",
+    "assistant",
+    "credentials_from_env",
+    "user",
 ]

@@ -1,9 +1,26 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import httpx
 import pytest
+import respx
+
+from .support import TOKEN_URL, token_body
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Core tests run under both event loops anyio supports."""
     return str(request.param)
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def token_route(router: respx.MockRouter) -> respx.Route:
+    return router.post(TOKEN_URL).mock(return_value=httpx.Response(200, json=token_body()))

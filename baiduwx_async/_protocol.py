@@ -1,0 +1,110 @@
+"""
+The sans-I/O core of a model call: routes, request ids, redaction, and the reading
+of an answer into a result or the error it carries (PROTOCOL §1, §6, §8).
+
+Nothing here awaits; `_client` sends what this builds and hands back what it got.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Literal
+
+from ._errors import (
+    APIError,
+    ProtocolError,
+    WenxinError,
+    api_error_from_body,
+    api_error_from_status,
+)
+from ._retry import parse_retry_after
+from ._version import __version__
+
+__all__ = [
+    "MODEL_PREFIX",
+    "Kind",
+    "error_in_answer",
+    "excerpt",
+    "model_path",
+    "new_request_id",
+    "redact",
+]
+
+Kind = Literal["chat", "completions"]
+
+MODEL_PREFIX = "/rpc/2.0/ai_custom/v1/wenxinworkshop/"
+REQUEST_ID_HEADER = "Request_id"
+RESPONSE_ID_HEADER = "x-baidu-request-id"
+_REQUEST_ID_PREFIX = f"baiduwx_async-{__version__}-"
+
+
+def model_path(kind: Kind, endpoint: str) -> str:
+    """The route of a deployment; `endpoint` was checked by `_models.check_endpoint`."""
+    return f"{MODEL_PREFIX}{kind}/{endpoint}"
+
+
+def new_request_id() -> str:
+    """`baiduwx_async-<version>-<16 alphanumerics>`, as the official SDK shapes its own."""
+    return _REQUEST_ID_PREFIX + secrets.token_hex(8)
+
+
+_SECRET_PARAMS = re.compile(r"((?:access_token|client_secret|client_id)=)[^&\s\"'#]+")
+
+
+def redact(text: object) -> str:
+    """`text` with every access token, API key and secret key in a query replaced by ***."""
+    return _SECRET_PARAMS.sub(r"\1***", str(text))
+
+
+def excerpt(body: bytes | str, limit: int = 200) -> str:
+    """A short, redacted, printable piece of a body for an error message."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return redact(text).encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def error_in_answer(
+    status_code: int,
+    reason: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    request_id: str | None,
+    now: float,
+    expect_json: bool = True,
+) -> tuple[WenxinError | None, object]:
+    """Read a whole answer: `(error, decoded JSON)`; `error` is `None` for a good answer.
+
+    The order is PROTOCOL §6's: an `error_code` body decides whatever the status, then
+    an OAuth `error`, then the status (429 and 5xx retryable, 401/403 authentication,
+    other 4xx invalid). A 200 that is not JSON is a `ProtocolError`; so is any answer
+    when `expect_json` is false (a stream request answered with JSON but no error).
+    """
+    retry_after = parse_retry_after(headers.get("retry-after"), now)
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        api_error = api_error_from_body(
+            data, status_code=status_code, request_id=request_id, retry_after=retry_after
+        )
+        if api_error is not None:
+            return api_error, data
+    if status_code != 200:
+        error: APIError = api_error_from_status(
+            status_code, reason, request_id=request_id, retry_after=retry_after
+        )
+        return error, data
+    if data is None:
+        return ProtocolError(f"answer is not JSON: {excerpt(body)!r}", request_id=request_id), None
+    if not expect_json:
+        return ProtocolError(
+            f"stream request answered with JSON but no error_code: {excerpt(body)!r}",
+            request_id=request_id,
+        ), data
+    return None, data

@@ -1,0 +1,82 @@
+"""
+How long to wait before the next attempt, and whether there is one.
+
+Which failures are retryable is the error table's decision (`_errors.ERROR_TABLE`,
+carried on each error as `.retryable`); this module only counts and waits:
+exponential backoff with full jitter, capped, and never shorter than the server's
+`Retry-After`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._errors import APIError, ValidationError, rule_for_code
+
+__all__ = ["RetryPolicy", "parse_retry_after"]
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValidationError(attribute.name, "must be a number >= 0", value)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Retry budget and backoff.
+
+    The n-th retry (n from 0) waits a uniformly random time in
+    `[0, min(max_backoff, initial_backoff * 2**n)]` ("full jitter", so many clients that
+    failed together do not return together), or the server's `Retry-After` if that is
+    longer, but never more than `max_wait`.
+    """
+
+    max_retries: int = attrs.field(default=3, validator=_non_negative)
+    initial_backoff: float = attrs.field(default=0.5, validator=_non_negative)
+    max_backoff: float = attrs.field(default=8.0, validator=_non_negative)
+    max_wait: float = attrs.field(default=60.0, validator=_non_negative)
+    random: Callable[[], float] = attrs.field(default=random.random, eq=False, repr=False)
+
+    def allows(self, error: BaseException, retries_done: int) -> bool:
+        """Whether a call that failed with `error` after `retries_done` retries goes again."""
+        if not getattr(error, "retryable", False):
+            return False
+        budget = self.max_retries
+        if isinstance(error, APIError) and error.code is not None:
+            limit = rule_for_code(error.code).max_retries
+            if limit is not None:
+                budget = min(budget, limit)
+        return retries_done < budget
+
+    def wait(self, retries_done: int, retry_after: float | None = None) -> float:
+        """Seconds to sleep before retry number `retries_done` (counted from 0)."""
+        ceiling = min(self.max_backoff, self.initial_backoff * 2.0**retries_done)
+        delay = self.random() * ceiling
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return min(delay, self.max_wait)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from `now` that a `Retry-After` header asks for (delta seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - now
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)

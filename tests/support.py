@@ -1,0 +1,56 @@
+"""Shared test data and helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import baiduwx_async as wx
+
+BASE_URL = "https://wx.test"
+CHAT_URL = f"{BASE_URL}/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/mpt30b"
+COMPLETIONS_URL = f"{BASE_URL}/rpc/2.0/ai_custom/v1/wenxinworkshop/completions/pythia12b"
+TOKEN_URL = f"{BASE_URL}/oauth/2.0/token"
+API_KEY = "ak-unit-test-0001"
+SECRET_KEY = "sk-unit-test-very-secret"
+TOKEN = "24.tok-1.2592000.1485516651.282335-8574074"
+FAST_RETRIES = wx.RetryPolicy(max_retries=3, initial_backoff=0.001, max_backoff=0.002)
+
+
+def chat_body(result: str = "你好！有什么我可以帮助你的吗？", **extra: Any) -> dict[str, Any]:
+    """A chat answer as PROTOCOL §4 shows it."""
+    return {
+        "id": "as-m5cqte6b4s",
+        "object": "chat.completion",
+        "created": 1710917007,
+        "result": result,
+        "is_truncated": False,
+        "need_clear_history": False,
+        "usage": {"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10},
+        **extra,
+    }
+
+
+def completion_body(result: str = "Beijing is the capital of China.") -> dict[str, Any]:
+    return {**chat_body(result), "object": "completion"}
+
+
+def token_body(token: str = TOKEN, expires_in: int = 2592000) -> dict[str, Any]:
+    return {
+        "refresh_token": "25.refresh",
+        "expires_in": expires_in,
+        "scope": "public wise_adapt",
+        "session_key": "sk",
+        "access_token": token,
+        "session_secret": "ss",
+    }
+
+
+def error_body(code: int, message: str = "error") -> dict[str, Any]:
+    return {"error_code": code, "error_msg": message, "id": "as-fxhfe8n53r"}
+
+
+def make_client(**kwargs: Any) -> wx.AsyncClient:
+    kwargs.setdefault("credentials", wx.OAuthCredentials(API_KEY, SECRET_KEY))
+    kwargs.setdefault("base_url", BASE_URL)
+    kwargs.setdefault("retry_policy", FAST_RETRIES)
+    return wx.AsyncClient(**kwargs)
