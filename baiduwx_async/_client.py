@@ -108,6 +108,7 @@ class AsyncClient:
         timeout: seconds, or an `httpx.Timeout`; for streams the read timeout is the
             longest silence allowed between two chunks. Default 300 s, connect 10 s.
         max_retries: retries after the first attempt for retryable failures (default 3).
+        retry_policy: backoff settings (`RetryPolicy`); `max_retries` overrides its budget.
         http_client: your own `httpx.AsyncClient`; it is used as is and left open.
         token_store: where access tokens are kept (default: in this client's memory);
             a `FileTokenStore` lets a token outlive the process.
@@ -121,7 +122,7 @@ class AsyncClient:
         credentials: Credentials | None = None,
         base_url: str | httpx.URL | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = 3,
+        max_retries: int | None = None,
         http_backend: Literal["httpx"] = "httpx",
         http_client: httpx.AsyncClient | None = None,
         token_store: TokenStore | None = None,
@@ -143,7 +144,9 @@ class AsyncClient:
         if self._base_url.scheme not in ("http", "https") or not self._base_url.host:
             raise ValidationError("base_url", "must be an absolute http(s) URL", str(base_url))
         self._timeout = _as_timeout(timeout)
-        self._retry = retry_policy or RetryPolicy(max_retries=max_retries)
+        self._retry = retry_policy or RetryPolicy()
+        if max_retries is not None:
+            self._retry = attrs.evolve(self._retry, max_retries=max_retries)
         self._max_input_chars = max_input_chars
         self._clock = clock
         self._owns_http = http_client is None

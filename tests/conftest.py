@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import anyio
 import httpx
 import pytest
 import respx
@@ -23,4 +24,11 @@ def router() -> Iterator[respx.MockRouter]:
 
 @pytest.fixture
 def token_route(router: respx.MockRouter) -> respx.Route:
-    return router.post(TOKEN_URL).mock(return_value=httpx.Response(200, json=token_body()))
+    """The token endpoint, answering after a short delay as a real one would, so that
+    concurrent first calls really do overlap the fetch."""
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.01)
+        return httpx.Response(200, json=token_body())
+
+    return router.post(TOKEN_URL).mock(side_effect=answer)
