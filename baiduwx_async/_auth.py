@@ -147,7 +147,7 @@ def token_request(base_url: httpx.URL, credentials: OAuthCredentials) -> httpx.R
         "client_id": credentials.api_key,
         "client_secret": credentials.secret_key,
     }
-    return httpx.Request("POST", base_url.join(TOKEN_PATH), params=params)
+    return httpx.Request("POST", f"{base_url}{TOKEN_PATH}", params=params)
 
 
 def parse_token_response(
@@ -187,6 +187,10 @@ class RequestAuth(Protocol):
         """After a 110/111 answer: True if a new token is ready and the call may be replayed."""
         ...
 
+    def hint(self) -> str:
+        """What to check when the service refuses these credentials."""
+        ...
+
 
 class AccessTokenAuth(httpx.Auth):
     """Adds `access_token=<token>` to each request's query."""
@@ -207,6 +211,11 @@ class AccessTokenAuth(httpx.Auth):
             return False
         await self._source.refresh_if_stale(token)
         return True
+
+    def hint(self) -> str:
+        if isinstance(self._source, StaticToken):
+            return "the static access token was refused; it may have expired or been revoked"
+        return "check the API Key / Secret Key pair of the application"
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -260,6 +269,12 @@ class BceSigningAuth(httpx.Auth):
 
     async def recover(self, error: APIError, token: str | None) -> bool:
         return False
+
+    def hint(self) -> str:
+        return (
+            "check the IAM Access Key / Secret Key pair, and this machine's clock: "
+            f"a signature is valid for {self._credentials.expiration} s from its x-bce-date"
+        )
 
     async def async_auth_flow(
         self, request: httpx.Request

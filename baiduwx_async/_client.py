@@ -35,6 +35,7 @@ from ._auth import (
 from ._errors import (
     TOKEN_REFRESH_CODES,
     APIError,
+    AuthenticationError,
     RequestTimeoutError,
     TransportError,
     ValidationError,
@@ -161,7 +162,7 @@ class AsyncClient:
         self._tokens: TokenManager | None = None
         self._auth: RequestAuth
         if isinstance(credentials, OAuthCredentials):
-            token_url = str(self._base_url.join(TOKEN_PATH))
+            token_url = f"{self._base_url}{TOKEN_PATH}"
             self._tokens = TokenManager(
                 self._fetch_token,
                 key=credentials.cache_key(token_url),
@@ -316,7 +317,7 @@ class AsyncClient:
         stream: bool = False,
     ) -> tuple[httpx.Response, object]:
         """Send a model call with retries; `stream` leaves a good answer's body unread."""
-        url = self._base_url.join(protocol.model_path(kind, check_endpoint(endpoint)))
+        url = httpx.URL(f"{self._base_url}{protocol.model_path(kind, check_endpoint(endpoint))}")
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
@@ -408,6 +409,8 @@ class AsyncClient:
                 logger.debug("access token rejected (%s); replaying with a new one", error.code)
                 continue
             if not policy.allows(error, retries):
+                if isinstance(error, AuthenticationError) and error.hint is None:
+                    error.hint = self._auth.hint()
                 raise error
             delay = policy.wait(retries, getattr(error, "retry_after", None))
             logger.debug("retrying in %.2f s after %s", delay, type(error).__name__)

@@ -104,7 +104,7 @@ class APIError(WenxinError):
 
     `code` is the `error_code` of the body (an int), the OAuth `error` string, or `None`
     when only the HTTP status spoke. `request_id` is the id the server echoed (or the one
-    we sent), `response_id` the body's `id`.
+    we sent), `response_id` the body's `id`; `hint` says what to check, where we know.
     """
 
     def __init__(
@@ -117,8 +117,10 @@ class APIError(WenxinError):
         response_id: str | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        hint: str | None = None,
     ) -> None:
         self.message = message
+        self.hint = hint
         self.code = code
         self.status_code = status_code
         self.request_id = request_id
@@ -132,6 +134,8 @@ class APIError(WenxinError):
         parts.append(self.message)
         if self.request_id:
             parts.append(f"(request_id={self.request_id})")
+        if self.hint:
+            parts.append(f"- {self.hint}")
         return " ".join(parts)
 
 

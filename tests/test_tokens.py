@@ -34,10 +34,9 @@ async def test_a_thousand_cold_calls_make_one_token_request(
     router: respx.MockRouter, token_route: respx.Route
 ) -> None:
     chat = router.post(CHAT_URL).mock(return_value=httpx.Response(200, json=chat_body()))
-    async with make_client() as client:
-        async with anyio.create_task_group() as tg:
-            for _ in range(1000):
-                tg.start_soon(client.chat, "mpt30b", [wx.user("hi")])
+    async with make_client() as client, anyio.create_task_group() as tg:
+        for _ in range(1000):
+            tg.start_soon(client.chat, "mpt30b", [wx.user("hi")])
     assert token_route.call_count == 1
     assert chat.call_count == 1000
     token_request = token_route.calls.last.request
@@ -49,6 +48,7 @@ async def test_expired_token_mid_run_refreshes_once_and_no_call_fails(
     router: respx.MockRouter,
 ) -> None:
     tokens = iter(["24.first", "24.second", "24.third"])
+
     async def issue(request: httpx.Request) -> httpx.Response:
         await anyio.sleep(0.01)
         return httpx.Response(200, json=token_body(next(tokens)))
@@ -76,10 +76,9 @@ async def test_expired_token_mid_run_refreshes_once_and_no_call_fails(
         except wx.WenxinError as exc:  # pragma: no cover - reported by the assertion
             failures.append(exc)
 
-    async with make_client() as client:
-        async with anyio.create_task_group() as tg:
-            for _ in range(200):
-                tg.start_soon(one_call)
+    async with make_client() as client, anyio.create_task_group() as tg:
+        for _ in range(200):
+            tg.start_soon(one_call)
     assert failures == []
     assert token_route.call_count == 2, "one initial fetch and exactly one refresh"
     assert rejected > 100, "most calls were in flight with the old token when it died"
@@ -129,10 +128,9 @@ async def test_invalid_client_reaches_every_waiter_without_the_secret(
         except wx.AuthenticationError as exc:
             errors.append(exc)
 
-    async with make_client() as client:
-        async with anyio.create_task_group() as tg:
-            for _ in range(50):
-                tg.start_soon(one_call)
+    async with make_client() as client, anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(one_call)
     assert len(errors) == 50
     assert token_route.call_count == 1, "the waiters share the one failed fetch"
     assert chat.call_count == 0
