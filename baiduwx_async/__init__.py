@@ -46,6 +46,7 @@ from ._models import (
     user,
 )
 from ._retry import RetryPolicy
+from ._streaming import ChatStream, CompletionStream
 from ._tokens import AccessToken, FileTokenStore, MemoryTokenStore, TokenManager, TokenStore
 from ._version import __version__
 
@@ -58,8 +59,10 @@ __all__ = [
     "BceSigningAuth",
     "ChatChunk",
     "ChatResponse",
+    "ChatStream",
     "CompletionChunk",
     "CompletionResponse",
+    "CompletionStream",
     "Credentials",
     "FileTokenStore",
     "IAMCredentials",

@@ -10,7 +10,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -37,6 +38,7 @@ from ._errors import (
     APIError,
     AuthenticationError,
     RequestTimeoutError,
+    StreamError,
     TransportError,
     ValidationError,
     WenxinError,
@@ -55,6 +57,7 @@ from ._models import (
     decode,
 )
 from ._retry import RetryPolicy
+from ._streaming import ChatStream, CompletionStream
 from ._tokens import AccessToken, TokenManager, TokenStore
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient"]
@@ -69,6 +72,7 @@ DEFAULT_MAX_CONNECTIONS = 100
 
 TimeoutLike = float | httpx.Timeout | None
 R = TypeVar("R", ChatResponse, CompletionResponse)
+P = TypeVar("P")
 
 
 def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.Timeout:
@@ -215,7 +219,7 @@ class AsyncClient:
         penalty_score: float | None = None,
         stop: Sequence[str] | None = None,
         user_id: str | None = None,
-        metadata: dict[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
         timeout: TimeoutLike = None,
         max_retries: int | None = None,
         request_id: str | None = None,
@@ -224,10 +228,12 @@ class AsyncClient:
 
         `messages` alternate user/assistant turns, starting and ending with a user turn
         (an odd count), each a `Message` or a `{"role", "content"}` mapping with non-blank
-        content. Parameters left `None` keep the server's defaults: `temperature` in
-        (0, 1], `top_p` in [0, 1], `penalty_score` in [1, 2], `top_k` >= 1, `stop` up to
-        4 strings of up to 20 characters, `metadata` up to 16 string pairs. A broken
-        rule raises `ValidationError` before anything is sent.
+        content, at most 4800 characters in all. Parameters left `None` keep the server's
+        defaults: `temperature` in (0, 1], `top_p` in [0, 1], `penalty_score` in [1, 2],
+        `top_k` >= 1, `stop` up to 4 strings of up to 20 characters, `metadata` up to 16
+        string pairs. A broken rule raises `ValidationError` before anything is sent.
+        `timeout` and `max_retries` override the client's for this call; `request_id` is
+        sent as `Request_id` (one is generated otherwise).
         """
         params = ChatParams(
             temperature=temperature,
@@ -238,10 +244,16 @@ class AsyncClient:
             user_id=user_id,
             metadata=metadata,
         )
-        body = self.chat_body(messages, params, stream=False)
-        return await self._call(
-            "chat", endpoint, body, ChatResponse, timeout, max_retries, request_id
+        call = self._prepare(
+            "chat",
+            endpoint,
+            self._chat_body(messages, params, False),
+            timeout,
+            max_retries,
+            request_id,
         )
+        response, data = await self._send(call.build, policy=call.policy)
+        return _decode_answer(response, data, ChatResponse)
 
     async def complete(
         self,
@@ -260,7 +272,7 @@ class AsyncClient:
     ) -> CompletionResponse:
         """Send a prompt to a completions endpoint and return the generated text.
 
-        `prompt` is a non-blank string; the parameters follow the rules of `chat()`.
+        `prompt` is a non-blank string; the other parameters follow the rules of `chat()`.
         """
         params = CompletionParams(
             temperature=temperature,
@@ -270,13 +282,102 @@ class AsyncClient:
             stop=stop,
             user_id=user_id,
         )
-        body = {"prompt": check_prompt(prompt), **params.body_fields(), "stream": False}
-        return await self._call(
-            "completions", endpoint, body, CompletionResponse, timeout, max_retries, request_id
+        call = self._prepare(
+            "completions",
+            endpoint,
+            _completion_body(prompt, params, False),
+            timeout,
+            max_retries,
+            request_id,
         )
+        response, data = await self._send(call.build, policy=call.policy)
+        return _decode_answer(response, data, CompletionResponse)
 
-    def chat_body(
-        self, messages: Sequence[MessageLike], params: ChatParams, *, stream: bool
+    def chat_stream(
+        self,
+        endpoint: str,
+        messages: Sequence[MessageLike],
+        *,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        penalty_score: float | None = None,
+        stop: Sequence[str] | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        timeout: TimeoutLike = None,
+        max_retries: int | None = None,
+        request_id: str | None = None,
+    ) -> ChatStream:
+        """Stream a chat answer sentence by sentence. Not awaited:
+
+        ```python
+        async with client.chat_stream("mpt30b", messages) as stream:
+            async for chunk in stream:
+                print(chunk.result, end="")
+        print(stream.text, stream.usage)
+        ```
+
+        Inputs are checked now, as in `chat()`. The request is sent when the `async with`
+        is entered (or the first chunk is awaited) and retried until its first chunk has
+        arrived, never after. The read timeout is the longest silence allowed between two
+        chunks. Leaving the block, `break` or cancellation closes the connection at once.
+        """
+        params = ChatParams(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            penalty_score=penalty_score,
+            stop=stop,
+            user_id=user_id,
+            metadata=metadata,
+        )
+        call = self._prepare(
+            "chat",
+            endpoint,
+            self._chat_body(messages, params, True),
+            timeout,
+            max_retries,
+            request_id,
+        )
+        return ChatStream(partial(self._open_stream, call))
+
+    def complete_stream(
+        self,
+        endpoint: str,
+        prompt: str,
+        *,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        penalty_score: float | None = None,
+        stop: Sequence[str] | None = None,
+        user_id: str | None = None,
+        timeout: TimeoutLike = None,
+        max_retries: int | None = None,
+        request_id: str | None = None,
+    ) -> CompletionStream:
+        """Stream a completion sentence by sentence; used like `chat_stream()`."""
+        params = CompletionParams(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            penalty_score=penalty_score,
+            stop=stop,
+            user_id=user_id,
+        )
+        call = self._prepare(
+            "completions",
+            endpoint,
+            _completion_body(prompt, params, True),
+            timeout,
+            max_retries,
+            request_id,
+        )
+        return CompletionStream(partial(self._open_stream, call))
+
+    def _chat_body(
+        self, messages: Sequence[MessageLike], params: ChatParams, stream: bool
     ) -> dict[str, Any]:
         return {
             "messages": check_messages(messages, max_chars=self._max_input_chars),
@@ -284,59 +385,39 @@ class AsyncClient:
             "stream": stream,
         }
 
-    async def _call(
+    def _prepare(
         self,
         kind: protocol.Kind,
         endpoint: str,
         body: dict[str, Any],
-        cls: type[R],
         timeout: TimeoutLike,
         max_retries: int | None,
         request_id: str | None,
-    ) -> R:
-        response, data = await self._send_model_request(
-            kind, endpoint, body, timeout=timeout, max_retries=max_retries, request_id=request_id
-        )
-        return decode(
-            data,
-            cls,
-            request_id=response.headers.get(protocol.RESPONSE_ID_HEADER)
-            or response.request.headers.get(protocol.REQUEST_ID_HEADER),
-            ratelimit=RateLimitInfo.from_headers(response.headers),
-        )
-
-    async def _send_model_request(
-        self,
-        kind: protocol.Kind,
-        endpoint: str,
-        body: dict[str, Any],
-        *,
-        timeout: TimeoutLike,
-        max_retries: int | None,
-        request_id: str | None,
-        stream: bool = False,
-    ) -> tuple[httpx.Response, object]:
-        """Send a model call with retries; `stream` leaves a good answer's body unread."""
+    ) -> _PreparedCall:
+        """Everything about a model call that does not change between attempts."""
         url = httpx.URL(f"{self._base_url}{protocol.model_path(kind, check_endpoint(endpoint))}")
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            protocol.REQUEST_ID_HEADER: request_id or protocol.new_request_id(),
-        }
-        extensions = {} if timeout is None else {"timeout": _as_timeout(timeout).as_dict()}
-
-        async def build() -> tuple[httpx.Request, str | None]:
-            request = httpx.Request(
-                "POST", url, content=content, headers=headers, extensions=extensions
-            )
-            return request, await self._auth.authorize(request)
-
-        policy = (
-            self._retry
-            if max_retries is None
-            else attrs.evolve(self._retry, max_retries=max_retries)
+        policy = self._retry
+        if max_retries is not None:
+            policy = attrs.evolve(policy, max_retries=max_retries)
+        return _PreparedCall(
+            auth=self._auth,
+            url=url,
+            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+            headers={
+                "Content-Type": "application/json",
+                protocol.REQUEST_ID_HEADER: request_id or protocol.new_request_id(),
+            },
+            extensions={} if timeout is None else {"timeout": _as_timeout(timeout).as_dict()},
+            policy=policy,
         )
-        return await self._send(build, policy=policy, stream=stream)
+
+    async def _open_stream(
+        self,
+        call: _PreparedCall,
+        first_chunk: Callable[[httpx.Response], Awaitable[P]],
+    ) -> P:
+        _, primed = await self._send(call.build, policy=call.policy, prime=first_chunk)
+        return primed  # type: ignore[return-value]
 
     async def _fetch_token(self) -> AccessToken:
         assert isinstance(self._credentials, OAuthCredentials)
@@ -353,13 +434,17 @@ class AsyncClient:
         build: Callable[[], Awaitable[tuple[httpx.Request, str | None]]],
         *,
         policy: RetryPolicy,
-        stream: bool = False,
+        prime: Callable[[httpx.Response], Awaitable[P]] | None = None,
     ) -> tuple[httpx.Response, object]:
         """Send until an attempt succeeds, the error is final, or the retries are spent.
 
         A 110/111 answer replays the call once with a new token, outside the retry budget.
-        Returns the response (open, for a stream) and its decoded JSON (`None` for a stream).
+        Returns the response and its decoded JSON. With `prime` the call is a stream: an
+        event-stream answer is left open and `prime` reads its start (the first chunk)
+        inside this loop, so a stream that breaks before then is retried too; what
+        `prime` returns takes the place of the JSON.
         """
+        stream = prime is not None
         retries = 0
         replayed = False
         while True:
@@ -371,8 +456,13 @@ class AsyncClient:
             error: WenxinError
             try:
                 response = await self._http.send(request, stream=True)
-                if stream and _is_event_stream(response):
-                    return response, None
+                if prime is not None and _is_event_stream(response):
+                    try:
+                        return response, await prime(response)
+                    except BaseException:
+                        with anyio.CancelScope(shield=True):
+                            await response.aclose()
+                        raise
                 try:
                     await response.aread()
                 finally:
@@ -385,6 +475,8 @@ class AsyncClient:
                 error = TransportError(
                     f"{request.method} {_route(request)} failed: {protocol.redact(repr(exc))}"
                 )
+            except (APIError, TransportError, StreamError) as exc:  # from `prime`
+                error = exc
             else:
                 found, data = protocol.error_in_answer(
                     response.status_code,
@@ -416,6 +508,41 @@ class AsyncClient:
             logger.debug("retrying in %.2f s after %s", delay, type(error).__name__)
             await anyio.sleep(delay)
             retries += 1
+
+
+@attrs.frozen
+class _PreparedCall:
+    auth: RequestAuth
+    url: httpx.URL
+    content: bytes
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+    policy: RetryPolicy
+
+    async def build(self) -> tuple[httpx.Request, str | None]:
+        """A fresh request for one attempt, authorized for now."""
+        request = httpx.Request(
+            "POST",
+            self.url,
+            content=self.content,
+            headers=self.headers,
+            extensions=self.extensions,
+        )
+        return request, await self.auth.authorize(request)
+
+
+def _completion_body(prompt: str, params: CompletionParams, stream: bool) -> dict[str, Any]:
+    return {"prompt": check_prompt(prompt), **params.body_fields(), "stream": stream}
+
+
+def _decode_answer(response: httpx.Response, data: object, cls: type[R]) -> R:
+    return decode(
+        data,
+        cls,
+        request_id=response.headers.get(protocol.RESPONSE_ID_HEADER)
+        or response.request.headers.get(protocol.REQUEST_ID_HEADER),
+        ratelimit=RateLimitInfo.from_headers(response.headers),
+    )
 
 
 def _is_event_stream(response: httpx.Response) -> bool:
