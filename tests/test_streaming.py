@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 import respx
@@ -66,7 +67,7 @@ class RecordingStream(httpx.AsyncByteStream):
                 raise piece
             self.served += 1
             yield piece
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         if self.hang:
             await anyio.sleep_forever()
 
