@@ -1,0 +1,103 @@
+"""The Starlette application: OAuth, the model routes, the `/_emulator/*` control routes."""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ._model import ModelRoute, UnknownRoute
+from ._wire import dumps
+
+if TYPE_CHECKING:
+    from ._emulator import Emulator
+
+__all__ = ["MODEL_PREFIX", "build_app"]
+
+MODEL_PREFIX = "/rpc/2.0/ai_custom/v1/wenxinworkshop"
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(dumps(value), status_code=status, media_type="application/json")
+
+
+def build_app(emulator: Emulator) -> Starlette:
+    """The ASGI app serving `emulator`."""
+
+    async def token(request: Request) -> Response:
+        emu = emulator
+        config = emu.config
+        emu._stats.token_requests += 1
+        params = dict(request.query_params)
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and content_type.startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            body = (await request.body()).decode("utf-8", "replace")
+            for key, value in parse_qsl(body, keep_blank_values=True):
+                params.setdefault(key, value)
+
+        def refuse(error: str, description: str) -> Response:
+            emu._stats.token_outcomes[error] += 1
+            body = {"error_description": description, "error": error}
+            return _json(body, config.oauth_error_status)
+
+        if params.get("grant_type") != "client_credentials":
+            return refuse("unsupported_grant_type", "The authorization grant type is not supported")
+        api_key = params.get("client_id", "")
+        secret = config.credentials.get(api_key)
+        if secret is None:
+            return refuse("invalid_client", "unknown client id")
+        if params.get("client_secret") != secret:
+            return refuse("invalid_client", "Client authentication failed")
+        emu._stats.token_outcomes["ok"] += 1
+        return _json(emu._token_body(api_key))
+
+    async def stats(request: Request) -> Response:
+        return _json(emulator.stats())
+
+    async def config(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                changes: Any = await request.json()
+                if not isinstance(changes, dict):
+                    raise TypeError("the body must be a JSON object of config fields")
+                emulator.configure(**changes)
+            except (ValueError, TypeError) as exc:
+                return _json({"error": str(exc)}, 400)
+        return _json(emulator.config.to_dict())
+
+    async def revoke(request: Request) -> Response:
+        emulator.revoke_tokens()
+        return _json({"ok": True})
+
+    async def reset_stats(request: Request) -> Response:
+        emulator.reset_stats()
+        return _json({"ok": True})
+
+    async def reset_limits(request: Request) -> Response:
+        emulator.reset_limits()
+        return _json({"ok": True})
+
+    routes = [
+        Route("/oauth/2.0/token", token, methods=["GET", "POST"]),
+        Route(f"{MODEL_PREFIX}/chat/{{endpoint}}", ModelRoute(emulator, "chat")),
+        Route(f"{MODEL_PREFIX}/completions/{{endpoint}}", ModelRoute(emulator, "completions")),
+        Route("/_emulator/stats", stats, methods=["GET"]),
+        Route("/_emulator/config", config, methods=["GET", "POST"]),
+        Route("/_emulator/revoke", revoke, methods=["POST"]),
+        Route("/_emulator/reset_stats", reset_stats, methods=["POST"]),
+        Route("/_emulator/reset_limits", reset_limits, methods=["POST"]),
+        Route("/{path:path}", UnknownRoute(emulator)),
+    ]
+    return Starlette(routes=routes)
+
+
+def session_key(raw: bytes) -> str:
+    """A session_key-looking string (base64 text) for the token answer."""
+    return base64.b64encode(raw).decode().rstrip("=")

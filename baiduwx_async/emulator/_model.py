@@ -1,0 +1,255 @@
+"""The model routes (chat and completions) as raw ASGI apps: auth, checks, limits, faults, answers.
+
+Order of checks for one request: method (336101), authentication (110/111 or 14), endpoint
+name (336005), permission (6), body (336002/336001/336003/336007), limits and quotas
+(19, 17, 18, 336501, 336502), `fail_prompts`, then one fault roll, then the answer.
+`config.latency` is waited for before any answer, errors included.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+import anyio
+
+from .. import _signing
+from ._config import STREAM_FAULTS
+from ._stream import StreamWriter
+from ._text import Answer, generate
+from ._validate import Failure, ParsedRequest, parse_request
+from ._wire import (
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    drop_connection,
+    dumps,
+    error_message,
+    read_body,
+    send_response,
+)
+
+if TYPE_CHECKING:
+    from ._emulator import Emulator
+
+__all__ = ["ModelRoute", "UnknownRoute"]
+
+_JSON = b"application/json"
+_SSE = b"text/event-stream"
+_HTTP_REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+                 503: "Service Unavailable"}  # fmt: skip
+
+
+class _Call:
+    """One model request in progress."""
+
+    __slots__ = ("outcome", "request_id")
+
+    def __init__(self, scope: Scope, emulator: Emulator) -> None:
+        self.outcome = "cancelled"
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"request_id":
+                request_id = value
+                break
+        self.request_id: bytes = request_id or emulator._dice.hex(32).encode()
+
+
+class _Base:
+    def __init__(self, emulator: Emulator) -> None:
+        self._emu = emulator
+
+    def _headers(self, call: _Call, content_type: bytes, *, limits: bool = True) -> Headers:
+        headers = [(b"content-type", content_type), (b"x-baidu-request-id", call.request_id)]
+        if limits:
+            emu = self._emu
+            headers += emu._limiter.headers(emu.clock(), emu.config)
+        return headers
+
+    async def _fail(self, call: _Call, send: Send, code: int, message: str | None = None) -> None:
+        call.outcome = f"error_{code}"
+        body = dumps(
+            {
+                "error_code": code,
+                "error_msg": error_message(code) if message is None else message,
+                "id": self._emu._dice.response_id(),
+            }
+        )
+        await send_response(send, 200, self._headers(call, _JSON), body)
+
+
+class UnknownRoute(_Base):
+    """Every path that is not a known route: error 3."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self._emu._stats
+        call = _Call(scope, self._emu)
+        stats.begin()
+        try:
+            await read_body(receive)
+            await self._fail(call, send, 3)
+        finally:
+            stats.end("(unknown)", call.outcome)
+
+
+class ModelRoute(_Base):
+    """POST /rpc/2.0/ai_custom/v1/wenxinworkshop/{kind}/{endpoint}."""
+
+    def __init__(self, emulator: Emulator, kind: str) -> None:
+        super().__init__(emulator)
+        self._kind = kind
+        self._object = "chat.completion" if kind == "chat" else "completion"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint: str = scope["path_params"]["endpoint"]
+        stats = self._emu._stats
+        call = _Call(scope, self._emu)
+        stats.begin()
+        try:
+            await self._handle(call, endpoint, scope, receive, send)
+        finally:
+            stats.end(f"{self._kind}/{endpoint}", call.outcome)
+
+    def _authenticate(self, scope: Scope) -> int | None:
+        emu = self._emu
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        if authorization is not None and authorization.startswith("bce-auth-v1/"):
+            config = emu.config
+            reason = _signing.verify(
+                authorization,
+                secret_for=config.iam_credentials.get,
+                method=scope["method"],
+                path=scope["path"],
+                query=query,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+                now=emu.clock(),
+                skew=config.iam_skew,
+            )
+            return None if reason is None else 14
+        token = None
+        for key, value in query:
+            if key == "access_token":
+                token = value
+        return emu._tokens.check(token, emu.clock(), emu.config.static_tokens)
+
+    async def _handle(
+        self, call: _Call, endpoint: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        emu = self._emu
+        config = emu.config
+        raw = await read_body(receive)
+        if config.latency:
+            await anyio.sleep(config.latency)
+        if scope["method"] != "POST":
+            return await self._fail(call, send, 336101)
+        code = self._authenticate(scope)
+        if code is not None:
+            return await self._fail(call, send, code)
+        if config.endpoints is not None and endpoint not in config.endpoints:
+            return await self._fail(call, send, 336005)
+        forbidden = config.forbidden_endpoints
+        if forbidden and (endpoint in forbidden or f"{self._kind}/{endpoint}" in forbidden):
+            return await self._fail(call, send, 6)
+        parsed = parse_request(
+            self._kind,
+            raw,
+            max_question_chars=config.max_question_chars,
+            max_total_chars=config.max_total_chars,
+        )
+        if isinstance(parsed, Failure):
+            return await self._fail(call, send, parsed.code, parsed.message)
+        answer = generate(
+            f"{self._kind}/{endpoint}\x1d{parsed.seed_text}",
+            config.sentences_min,
+            config.sentences_max,
+        )
+        failure = emu._limiter.admit(emu.clock(), parsed.prompt_tokens + answer.tokens, config)
+        if failure is not None:
+            return await self._fail(call, send, failure.code, failure.message)
+        code = config.fail_prompts.get(parsed.question)
+        if code is not None:
+            return await self._fail(call, send, code)
+
+        fault = emu._dice.fault(config.faults) if config.faults else None
+        if fault is not None and fault in STREAM_FAULTS and not parsed.stream:
+            fault = None
+        if fault is not None:
+            emu._stats.faults[fault] += 1
+            if fault.startswith("http_"):
+                return await self._http_fault(call, send, int(fault[5:]))
+            if fault.startswith("error_"):
+                return await self._fail(call, send, int(fault[6:]))
+            if fault == "drop":
+                call.outcome = "drop"
+                return await drop_connection(receive)
+            if fault == "slow_first_byte":
+                await anyio.sleep(config.slow_seconds)
+        if parsed.stream:
+            await self._stream(call, receive, send, parsed, answer, fault)
+        else:
+            await self._complete(call, send, parsed, answer)
+
+    async def _http_fault(self, call: _Call, send: Send, status: int) -> None:
+        call.outcome = f"http_{status}"
+        headers = self._headers(call, b"text/plain; charset=utf-8")
+        if status == 429:
+            headers.append((b"retry-after", b"%d" % self._emu.config.retry_after))
+        await send_response(send, status, headers, _HTTP_REASONS[status].encode())
+
+    def _count(self, parsed: ParsedRequest, completion_tokens: int) -> None:
+        stats = self._emu._stats
+        stats.prompt_tokens += parsed.prompt_tokens
+        stats.completion_tokens += completion_tokens
+
+    async def _complete(
+        self, call: _Call, send: Send, parsed: ParsedRequest, answer: Answer
+    ) -> None:
+        emu = self._emu
+        config = emu.config
+        delay = config.first_token_latency
+        if config.tokens_per_second:
+            delay += answer.tokens / config.tokens_per_second
+        if delay:
+            await anyio.sleep(delay)
+        body = {
+            "id": emu._dice.response_id(),
+            "object": self._object,
+            "created": int(emu.clock()),
+            "result": answer.text,
+            "is_truncated": False,
+            "need_clear_history": False,
+            "usage": {
+                "prompt_tokens": parsed.prompt_tokens,
+                "completion_tokens": answer.tokens,
+                "total_tokens": parsed.prompt_tokens + answer.tokens,
+            },
+        }
+        call.outcome = "ok"
+        self._count(parsed, answer.tokens)
+        await send_response(send, 200, self._headers(call, _JSON), dumps(body))
+
+    async def _stream(
+        self,
+        call: _Call,
+        receive: Receive,
+        send: Send,
+        parsed: ParsedRequest,
+        answer: Answer,
+        fault: str | None,
+    ) -> None:
+        writer = StreamWriter(self._emu, receive, send, self._object, parsed, answer, fault)
+        self._emu._stats.streams_started += 1
+        headers = self._headers(call, _SSE)
+        headers.append((b"cache-control", b"no-cache"))
+        call.outcome = await writer.run(headers)
+        if call.outcome == "reset_stream":
+            await drop_connection(receive)  # raises ConnectionDropped without uvicorn
+        if call.outcome == "ok":
+            self._emu._stats.streams_completed += 1
+            self._count(parsed, answer.tokens)

@@ -1,0 +1,143 @@
+"""Running the emulator: `serve()` inside a test's event loop, `main()` from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from ._config import EmulatorConfig
+from ._emulator import Emulator
+
+__all__ = ["main", "serve"]
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@asynccontextmanager
+async def serve(
+    emulator: Emulator,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    shutdown_timeout: int = 2,
+) -> AsyncIterator[str]:
+    """Serve `emulator` with uvicorn on a loopback socket while the block runs.
+
+    Yields the base URL (``http://127.0.0.1:PORT``; port 0 picks a free one). On exit the
+    server stops accepting, lets running answers finish for up to `shutdown_timeout`
+    seconds, and closes. uvicorn runs on asyncio only: under trio this raises RuntimeError.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "serve() needs the asyncio event loop (uvicorn does not run under trio); "
+            "under trio, use httpx.ASGITransport(app=emulator.app) instead"
+        ) from None
+    import uvicorn
+
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        emulator.app,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ws="none",
+        timeout_graceful_shutdown=shutdown_timeout,
+    )
+    server = uvicorn.Server(config)
+    finished = anyio.Event()
+
+    async def run() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            sock.close()
+            finished.set()
+
+    body_error: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+        while not server.started:
+            if finished.is_set():
+                raise RuntimeError(f"the emulator server failed to start on {host}:{port}")
+            await anyio.sleep(0.005)
+        url_host = f"[{host}]" if ":" in host else host
+        try:
+            yield f"http://{url_host}:{bound_port}"
+        except Exception as exc:  # re-raised below, not wrapped in an ExceptionGroup
+            body_error = exc
+        finally:
+            server.should_exit = True
+    if body_error is not None:
+        raise body_error
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m baiduwx_async.emulator",
+        description="Serve a local Baidu Wenxin Workshop (Qianfan v1) emulator.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.json",
+        help='a JSON object of EmulatorConfig fields, e.g. {"qps": 50, "seed": 1}',
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level (default info; the access log is off)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m baiduwx_async.emulator [--host H] [--port P] [--config F]``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    config = EmulatorConfig()
+    emulator = Emulator(config)
+    if args.config is not None:
+        try:
+            changes = json.loads(args.config.read_text(encoding="utf-8"))
+            if not isinstance(changes, dict):
+                raise TypeError("the config file must hold a JSON object")
+            emulator.configure(**changes)
+        except (OSError, ValueError, TypeError) as exc:
+            parser.error(f"--config {args.config}: {exc}")
+    import uvicorn
+
+    uvicorn.run(
+        emulator.app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="off",
+        ws="none",
+    )
+    return 0

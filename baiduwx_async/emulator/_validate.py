@@ -1,0 +1,153 @@
+"""Request-body checks of PROTOCOL §3, answering with the §3.3 codes.
+
+Unknown fields are ignored; `bool` is never a number. Type errors are 336001, structure and
+range errors 336003 (naming the field), the total-length cap 336007, non-JSON 336002.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import attrs
+
+from ._text import count_tokens
+
+__all__ = ["Failure", "ParsedRequest", "parse_request"]
+
+_INVALID_ARGUMENT = "Invalid Argument"
+
+
+@attrs.frozen
+class Failure:
+    """An `error_code` answer."""
+
+    code: int
+    message: str
+
+
+@attrs.frozen
+class ParsedRequest:
+    stream: bool
+    #: The input as text, to seed the answer.
+    seed_text: str
+    prompt_tokens: int
+    #: The completions prompt, or the last chat message's content (the `fail_prompts` key).
+    question: str
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_common(body: dict[str, Any]) -> Failure | None:
+    """Types and ranges of the sampling parameters, `stop` and `user_id`."""
+    for name in ("temperature", "top_p", "penalty_score"):
+        if name in body and not _is_number(body[name]):
+            return Failure(336001, _INVALID_ARGUMENT)
+    top_k = body.get("top_k")
+    if "top_k" in body and (not isinstance(top_k, int) or isinstance(top_k, bool)):
+        return Failure(336001, _INVALID_ARGUMENT)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        return Failure(336001, _INVALID_ARGUMENT)
+    if "user_id" in body and not isinstance(body["user_id"], str):
+        return Failure(336001, _INVALID_ARGUMENT)
+    stop = body.get("stop")
+    if "stop" in body and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)):
+        return Failure(336001, _INVALID_ARGUMENT)
+
+    if "temperature" in body and not 0 < body["temperature"] <= 1.0:
+        return Failure(336003, "temperature must be in (0, 1.0]")
+    if "top_p" in body and not 0 <= body["top_p"] <= 1.0:
+        return Failure(336003, "top_p must be in [0, 1.0]")
+    if "penalty_score" in body and not 1.0 <= body["penalty_score"] <= 2.0:
+        return Failure(336003, "penalty_score must be in [1.0, 2.0]")
+    if top_k is not None and top_k < 1:
+        return Failure(336003, "top_k must be a positive integer")
+    if stop is not None:
+        if len(stop) > 4:
+            return Failure(336003, "stop must have at most 4 items")
+        if any(len(s) > 20 for s in stop):
+            return Failure(336003, "each stop item must be at most 20 characters")
+    return None
+
+
+def _check_messages(messages: object, max_question: int, max_total: int) -> Failure | None:
+    if not isinstance(messages, list):
+        return Failure(336001, _INVALID_ARGUMENT)
+    for message in messages:
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("role"), str)
+            or not isinstance(message.get("content"), str)
+        ):
+            return Failure(336001, _INVALID_ARGUMENT)
+    if not messages:
+        return Failure(336003, "messages must not be empty")
+    if len(messages) % 2 == 0:
+        return Failure(336003, "the length of messages must be an odd number")
+    total = 0
+    for index, message in enumerate(messages):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            return Failure(336003, f"the role of messages[{index}] must be {expected}")
+        content: str = message["content"]
+        if not content.strip():
+            return Failure(336003, f"the content of messages[{index}] must not be blank")
+        total += len(content)
+    if len(messages[-1]["content"]) > max_question:
+        return Failure(336003, f"the max length of current question is {max_question}")
+    if total > max_total:
+        return Failure(336007, f"the total length of messages exceeds {max_total}")
+    return None
+
+
+def _check_metadata(body: dict[str, Any]) -> Failure | None:
+    if "metadata" not in body:
+        return None
+    metadata = body["metadata"]
+    if not isinstance(metadata, dict):
+        return Failure(336001, _INVALID_ARGUMENT)
+    if len(metadata) > 16 or not all(isinstance(v, str) for v in metadata.values()):
+        return Failure(336003, "metadata must have at most 16 string-to-string pairs")
+    return None
+
+
+def parse_request(
+    kind: str, raw: bytes, *, max_question_chars: int, max_total_chars: int
+) -> ParsedRequest | Failure:
+    """Check a chat (`kind="chat"`) or completions body; the parsed request or the failure."""
+    try:
+        body = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return Failure(336002, "Invalid JSON")
+    if not isinstance(body, dict):
+        return Failure(336001, _INVALID_ARGUMENT)
+    for value in body.values():
+        if isinstance(value, float) and not math.isfinite(value):
+            return Failure(336002, "Invalid JSON")  # NaN / Infinity are not JSON
+
+    if kind == "chat":
+        if "messages" not in body:
+            return Failure(336001, _INVALID_ARGUMENT)
+        messages = body["messages"]
+        failure = _check_messages(messages, max_question_chars, max_total_chars)
+        failure = failure or _check_common(body) or _check_metadata(body)
+        if failure is not None:
+            return failure
+        contents = [m["content"] for m in messages]
+        seed_text = "\x1e".join(contents)
+        prompt_tokens = sum(count_tokens(c) for c in contents)
+        question = contents[-1]
+    else:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            return Failure(336001, _INVALID_ARGUMENT)
+        failure = _check_common(body)
+        if failure is not None:
+            return failure
+        seed_text = question = prompt
+        prompt_tokens = count_tokens(prompt)
+    return ParsedRequest(bool(body.get("stream", False)), seed_text, prompt_tokens, question)
