@@ -18,6 +18,7 @@ from ._auth import (
     StaticToken,
     credentials_from_env,
 )
+from ._batch import BatchIterator, BatchProgress, BatchResult
 from ._client import AsyncClient
 from ._errors import (
     APIError,
@@ -34,6 +35,7 @@ from ._errors import (
     ValidationError,
     WenxinError,
 )
+from ._limits import AdaptiveRateLimiter, NoLimit, RateLimiter
 from ._models import (
     ChatChunk,
     ChatResponse,
@@ -54,8 +56,12 @@ __all__ = [
     "APIError",
     "AccessToken",
     "AccessTokenAuth",
+    "AdaptiveRateLimiter",
     "AsyncClient",
     "AuthenticationError",
+    "BatchIterator",
+    "BatchProgress",
+    "BatchResult",
     "BceSigningAuth",
     "ChatChunk",
     "ChatResponse",
@@ -69,12 +75,14 @@ __all__ = [
     "InvalidRequestError",
     "MemoryTokenStore",
     "Message",
+    "NoLimit",
     "OAuthCredentials",
     "PermissionDeniedError",
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
     "RateLimitInfo",
+    "RateLimiter",
     "RequestTimeoutError",
     "RetryPolicy",
     "ServerError",

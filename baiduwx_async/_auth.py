@@ -44,7 +44,7 @@ __all__ = [
     "StaticToken",
     "credentials_from_env",
     "parse_token_response",
-    "token_request",
+    "token_url",
 ]
 
 TOKEN_PATH = "/oauth/2.0/token"
@@ -140,14 +140,14 @@ def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credential
 # --- the OAuth token call (sans-I/O: the client sends what this builds)
 
 
-def token_request(base_url: httpx.URL, credentials: OAuthCredentials) -> httpx.Request:
-    """The request that exchanges an API Key and Secret Key for an access token."""
+def token_url(base_url: httpx.URL, credentials: OAuthCredentials) -> httpx.URL:
+    """Where to POST to exchange an API Key and Secret Key for an access token (no body)."""
     params = {
         "grant_type": "client_credentials",
         "client_id": credentials.api_key,
         "client_secret": credentials.secret_key,
     }
-    return httpx.Request("POST", f"{base_url}{TOKEN_PATH}", params=params)
+    return httpx.URL(f"{base_url}{TOKEN_PATH}", params=params)
 
 
 def parse_token_response(

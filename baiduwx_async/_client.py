@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -31,33 +31,32 @@ from ._auth import (
     StaticToken,
     credentials_from_env,
     parse_token_response,
-    token_request,
+    token_url,
 )
+from ._batch import BatchIterator, BatchProgress, BatchResult, run_ordered
 from ._errors import (
-    TOKEN_REFRESH_CODES,
-    APIError,
-    AuthenticationError,
-    RequestTimeoutError,
-    StreamError,
-    TransportError,
     ValidationError,
-    WenxinError,
 )
+from ._limits import AdaptiveRateLimiter, RateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
+    ChatChunk,
     ChatParams,
     ChatResponse,
+    CompletionChunk,
     CompletionParams,
     CompletionResponse,
     MessageLike,
     RateLimitInfo,
+    check_concurrency,
     check_endpoint,
     check_messages,
     check_prompt,
     decode,
 )
 from ._retry import RetryPolicy
-from ._streaming import ChatStream, CompletionStream
+from ._sender import PreparedCall, Sender, install_log_redaction
+from ._streaming import ChatStream, ChunkReader, CompletionStream
 from ._tokens import AccessToken, TokenManager, TokenStore
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient"]
@@ -69,10 +68,13 @@ DEFAULT_BASE_URL = "https://aip.baidubce.com"
 #: official SDK allows 300 s). Connecting should not.
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_BATCH_CONCURRENCY = 16
 
 TimeoutLike = float | httpx.Timeout | None
 R = TypeVar("R", ChatResponse, CompletionResponse)
-P = TypeVar("P")
+C = TypeVar("C", ChatChunk, CompletionChunk)
+I = TypeVar("I")  # noqa: E741 - the conventional name for an input type
+T = TypeVar("T")
 
 
 def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.Timeout:
@@ -81,26 +83,6 @@ def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.T
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValidationError(field, "must be a positive number of seconds or httpx.Timeout", value)
     return httpx.Timeout(float(value), connect=min(float(value), DEFAULT_TIMEOUT.connect or 10.0))
-
-
-class _RedactTokens(logging.Filter):
-    """httpx logs every request URL at INFO, and ours carry the token and keys."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(
-            isinstance(arg, httpx.URL) or "=" in str(arg) for arg in record.args
-        ):
-            record.args = tuple(
-                protocol.redact(arg) if isinstance(arg, httpx.URL | str) else arg
-                for arg in record.args
-            )
-        return True
-
-
-def _install_log_redaction() -> None:
-    httpx_logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _RedactTokens) for f in httpx_logger.filters):
-        httpx_logger.addFilter(_RedactTokens())
 
 
 class AsyncClient:
@@ -119,6 +101,11 @@ class AsyncClient:
             a `FileTokenStore` lets a token outlive the process.
         max_input_chars: the most characters all messages of a chat may hold together
             (4800, the service's limit); `None` leaves the check to the server.
+        max_concurrency: the most requests (and open streams) in flight at once; also the
+            size of the connection pool. Default: unlimited requests, 100 connections.
+        qps, rpm: a client-side rate limit, requests per second / per minute. Without
+            either, the client still slows down by itself after rate-limit answers.
+        rate_limiter: a limiter of your own (e.g. one shared between processes) instead.
     """
 
     def __init__(
@@ -133,6 +120,10 @@ class AsyncClient:
         token_store: TokenStore | None = None,
         max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
         retry_policy: RetryPolicy | None = None,
+        max_concurrency: int | None = None,
+        qps: float | None = None,
+        rpm: float | None = None,
+        rate_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if credentials is None:
@@ -154,13 +145,22 @@ class AsyncClient:
             self._retry = attrs.evolve(self._retry, max_retries=max_retries)
         self._max_input_chars = max_input_chars
         self._clock = clock
+        if max_concurrency is not None:
+            check_concurrency(max_concurrency, "max_concurrency")
+        if rate_limiter is not None and (qps is not None or rpm is not None):
+            raise ValidationError("rate_limiter", "give either rate_limiter or qps/rpm, not both")
         self._owns_http = http_client is None
+        pool = max_concurrency or DEFAULT_MAX_CONNECTIONS
         self._http = http_client or httpx.AsyncClient(
             timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=DEFAULT_MAX_CONNECTIONS,
-                max_keepalive_connections=DEFAULT_MAX_CONNECTIONS,
-            ),
+            # keep-alive as large as the pool: no connection is closed only to be reopened
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        )
+        self._sender = Sender(
+            self._http,
+            limiter=rate_limiter or AdaptiveRateLimiter(qps=qps, rpm=rpm),
+            max_in_flight=max_concurrency,
+            clock=clock,
         )
         self._credentials = credentials
         self._tokens: TokenManager | None = None
@@ -178,7 +178,7 @@ class AsyncClient:
             self._auth = BceSigningAuth(credentials, clock=clock)
         else:
             self._auth = AccessTokenAuth(credentials)
-        _install_log_redaction()
+        install_log_redaction()
 
     # --- lifecycle
 
@@ -252,7 +252,7 @@ class AsyncClient:
             max_retries,
             request_id,
         )
-        response, data = await self._send(call.build, policy=call.policy)
+        response, data = await self._sender.send(call)
         return _decode_answer(response, data, ChatResponse)
 
     async def complete(
@@ -290,7 +290,7 @@ class AsyncClient:
             max_retries,
             request_id,
         )
-        response, data = await self._send(call.build, policy=call.policy)
+        response, data = await self._sender.send(call)
         return _decode_answer(response, data, CompletionResponse)
 
     def chat_stream(
@@ -376,6 +376,93 @@ class AsyncClient:
         )
         return CompletionStream(partial(self._open_stream, call))
 
+    # --- batches
+
+    async def batch_chat(
+        self,
+        endpoint: str,
+        conversations: Iterable[Sequence[MessageLike]] | AsyncIterable[Sequence[MessageLike]],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        qps: float | None = None,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+        **params: Any,
+    ) -> list[BatchResult[Sequence[MessageLike], ChatResponse]]:
+        """Send every conversation to a chat endpoint; the results in input order.
+
+        At most `concurrency` requests are in flight; `qps` caps this batch's rate (on top
+        of the client's limits). `params` are `chat()`'s keywords, checked once, before
+        anything is sent. One item's failure is kept in its `BatchResult.error` and never
+        stops the others; each item is retried under the client's policy.
+        """
+        batch = self.iter_batch_chat(
+            endpoint,
+            conversations,
+            concurrency=concurrency,
+            qps=qps,
+            on_progress=on_progress,
+            **params,
+        )
+        return await run_ordered(batch)
+
+    async def batch_complete(
+        self,
+        endpoint: str,
+        prompts: Iterable[str] | AsyncIterable[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        qps: float | None = None,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+        **params: Any,
+    ) -> list[BatchResult[str, CompletionResponse]]:
+        """Send every prompt to a completions endpoint; the results in input order.
+
+        As `batch_chat()`, with `complete()`'s keywords.
+        """
+        batch = self.iter_batch_complete(
+            endpoint,
+            prompts,
+            concurrency=concurrency,
+            qps=qps,
+            on_progress=on_progress,
+            **params,
+        )
+        return await run_ordered(batch)
+
+    def iter_batch_chat(
+        self,
+        endpoint: str,
+        conversations: Iterable[Sequence[MessageLike]] | AsyncIterable[Sequence[MessageLike]],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        qps: float | None = None,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+        **params: Any,
+    ) -> BatchIterator[Sequence[MessageLike], ChatResponse]:
+        """Results of `batch_chat()` as they finish, reading the inputs lazily, so memory
+        stays flat however many there are. `async for r in client.iter_batch_chat(...)`;
+        use it as `async with ... as results` to be able to leave the loop early."""
+        ChatParams(**_generation_params(params, ChatParams))
+        check_endpoint(endpoint)
+        call = _paced(partial(self.chat, endpoint, **params), qps)
+        return BatchIterator(conversations, call, concurrency=concurrency, on_progress=on_progress)
+
+    def iter_batch_complete(
+        self,
+        endpoint: str,
+        prompts: Iterable[str] | AsyncIterable[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        qps: float | None = None,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+        **params: Any,
+    ) -> BatchIterator[str, CompletionResponse]:
+        """Results of `batch_complete()` as they finish; see `iter_batch_chat()`."""
+        CompletionParams(**_generation_params(params, CompletionParams))
+        check_endpoint(endpoint)
+        call = _paced(partial(self.complete, endpoint, **params), qps)
+        return BatchIterator(prompts, call, concurrency=concurrency, on_progress=on_progress)
+
     def _chat_body(
         self, messages: Sequence[MessageLike], params: ChatParams, stream: bool
     ) -> dict[str, Any]:
@@ -393,13 +480,13 @@ class AsyncClient:
         timeout: TimeoutLike,
         max_retries: int | None,
         request_id: str | None,
-    ) -> _PreparedCall:
+    ) -> PreparedCall:
         """Everything about a model call that does not change between attempts."""
         url = httpx.URL(f"{self._base_url}{protocol.model_path(kind, check_endpoint(endpoint))}")
         policy = self._retry
         if max_retries is not None:
             policy = attrs.evolve(policy, max_retries=max_retries)
-        return _PreparedCall(
+        return PreparedCall(
             auth=self._auth,
             url=url,
             content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
@@ -413,122 +500,23 @@ class AsyncClient:
 
     async def _open_stream(
         self,
-        call: _PreparedCall,
-        first_chunk: Callable[[httpx.Response], Awaitable[P]],
-    ) -> P:
-        _, primed = await self._send(call.build, policy=call.policy, prime=first_chunk)
-        return primed  # type: ignore[return-value]
+        call: PreparedCall,
+        first_chunk: Callable[[httpx.Response], Awaitable[tuple[ChunkReader[C], C | None]]],
+    ) -> tuple[ChunkReader[C], C | None]:
+        _, (reader, first) = await self._sender.send(call, prime=first_chunk)
+        reader.on_close = self._sender.release  # an open stream holds its place in flight
+        return reader, first
 
     async def _fetch_token(self) -> AccessToken:
         assert isinstance(self._credentials, OAuthCredentials)
-        credentials = self._credentials
-
-        async def build() -> tuple[httpx.Request, str | None]:
-            return token_request(self._base_url, credentials), None
-
-        response, _ = await self._send(build, policy=self._retry)
-        return parse_token_response(response.status_code, response.content, now=self._clock())
-
-    async def _send(
-        self,
-        build: Callable[[], Awaitable[tuple[httpx.Request, str | None]]],
-        *,
-        policy: RetryPolicy,
-        prime: Callable[[httpx.Response], Awaitable[P]] | None = None,
-    ) -> tuple[httpx.Response, object]:
-        """Send until an attempt succeeds, the error is final, or the retries are spent.
-
-        A 110/111 answer replays the call once with a new token, outside the retry budget.
-        Returns the response and its decoded JSON. With `prime` the call is a stream: an
-        event-stream answer is left open and `prime` reads its start (the first chunk)
-        inside this loop, so a stream that breaks before then is retried too; what
-        `prime` returns takes the place of the JSON.
-        """
-        stream = prime is not None
-        retries = 0
-        replayed = False
-        while True:
-            request, token = await build()
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "%s %s attempt %d", request.method, protocol.redact(request.url), retries + 1
-                )
-            error: WenxinError
-            try:
-                response = await self._http.send(request, stream=True)
-                if prime is not None and _is_event_stream(response):
-                    try:
-                        return response, await prime(response)
-                    except BaseException:
-                        with anyio.CancelScope(shield=True):
-                            await response.aclose()
-                        raise
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-            except httpx.TimeoutException as exc:
-                error = RequestTimeoutError(
-                    f"{request.method} {_route(request)} timed out: {exc!r}"
-                )
-            except httpx.TransportError as exc:
-                error = TransportError(
-                    f"{request.method} {_route(request)} failed: {protocol.redact(repr(exc))}"
-                )
-            except (APIError, TransportError, StreamError) as exc:  # from `prime`
-                error = exc
-            else:
-                found, data = protocol.error_in_answer(
-                    response.status_code,
-                    response.reason_phrase,
-                    response.headers,
-                    response.content,
-                    request_id=response.headers.get(protocol.RESPONSE_ID_HEADER)
-                    or request.headers.get(protocol.REQUEST_ID_HEADER),
-                    now=self._clock(),
-                    expect_json=not stream,
-                )
-                if found is None:
-                    return response, data
-                error = found
-            if (
-                isinstance(error, APIError)
-                and error.code in TOKEN_REFRESH_CODES
-                and not replayed
-                and await self._auth.recover(error, token)
-            ):
-                replayed = True
-                logger.debug("access token rejected (%s); replaying with a new one", error.code)
-                continue
-            if not policy.allows(error, retries):
-                if isinstance(error, AuthenticationError) and error.hint is None:
-                    error.hint = self._auth.hint()
-                raise error
-            delay = policy.wait(retries, getattr(error, "retry_after", None))
-            logger.debug("retrying in %.2f s after %s", delay, type(error).__name__)
-            await anyio.sleep(delay)
-            retries += 1
-
-
-@attrs.frozen
-class _PreparedCall:
-    auth: RequestAuth
-    url: httpx.URL
-    content: bytes
-    headers: dict[str, str]
-    extensions: dict[str, Any]
-    policy: RetryPolicy
-
-    async def build(self) -> tuple[httpx.Request, str | None]:
-        """A fresh request for one attempt, authorized for now."""
-        request = httpx.Request(
-            "POST",
-            self.url,
-            content=self.content,
-            headers=self.headers,
-            extensions=self.extensions,
+        call = PreparedCall(
+            url=token_url(self._base_url, self._credentials),
+            content=b"",
+            headers={},
+            policy=self._retry,
         )
-        return request, await self.auth.authorize(request)
+        response, _ = await self._sender.send(call)
+        return parse_token_response(response.status_code, response.content, now=self._clock())
 
 
 def _completion_body(prompt: str, params: CompletionParams, stream: bool) -> dict[str, Any]:
@@ -545,11 +533,26 @@ def _decode_answer(response: httpx.Response, data: object, cls: type[R]) -> R:
     )
 
 
-def _is_event_stream(response: httpx.Response) -> bool:
-    return response.status_code == 200 and response.headers.get("content-type", "").startswith(
-        "text/event-stream"
-    )
+_CALL_OPTIONS = frozenset({"timeout", "max_retries"})
 
 
-def _route(request: httpx.Request) -> str:
-    return f"{request.url.host}{request.url.path}"
+def _generation_params(params: Mapping[str, Any], cls: type[CompletionParams]) -> dict[str, Any]:
+    """The generation parameters among a batch's keywords; anything unknown is an error."""
+    known = {field.name for field in attrs.fields(cls)}
+    for name in params:
+        if name not in known and name not in _CALL_OPTIONS:
+            raise ValidationError(name, "is not a parameter of this call")
+    return {name: value for name, value in params.items() if name in known}
+
+
+def _paced(call: Callable[[I], Awaitable[T]], qps: float | None) -> Callable[[I], Awaitable[T]]:
+    """`call`, started at most `qps` times a second."""
+    if qps is None:
+        return call
+    limiter = AdaptiveRateLimiter(qps=qps, adaptive=False)
+
+    async def paced(item: I) -> T:
+        await limiter.acquire()
+        return await call(item)
+
+    return paced

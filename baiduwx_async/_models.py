@@ -33,6 +33,7 @@ __all__ = [
     "RateLimitInfo",
     "Usage",
     "assistant",
+    "check_concurrency",
     "check_endpoint",
     "check_messages",
     "check_prompt",
@@ -230,6 +231,13 @@ def check_endpoint(endpoint: object) -> str:
             endpoint,
         )
     return endpoint
+
+
+def check_concurrency(concurrency: object, field: str = "concurrency") -> int:
+    """How many requests may be in flight at once: a positive integer."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValidationError(field, "must be a positive integer", concurrency)
+    return concurrency
 
 
 # --- responses

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import email.utils
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import attrs
 
 from ._errors import APIError, ValidationError, rule_for_code
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+__all__ = ["AttemptCount", "RetryPolicy", "count_attempts", "note_attempt", "parse_retry_after"]
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -80,3 +82,29 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if seconds != seconds:  # NaN
         return None
     return max(0.0, seconds)
+
+
+@attrs.define
+class AttemptCount:
+    count: int = 0
+
+
+# Not event-loop state: a context variable, so each batch item (its own task) counts its own.
+_attempts: ContextVar[AttemptCount | None] = ContextVar("baiduwx_async_attempts", default=None)
+
+
+@contextmanager
+def count_attempts() -> Iterator[AttemptCount]:
+    """Count the HTTP attempts the calls made inside this block send."""
+    counter = AttemptCount()
+    token = _attempts.set(counter)
+    try:
+        yield counter
+    finally:
+        _attempts.reset(token)
+
+
+def note_attempt() -> None:
+    counter = _attempts.get()
+    if counter is not None:
+        counter.count += 1

@@ -55,6 +55,16 @@ class ChunkReader(Generic[C]):
         self._eof = False
         self._last_sentence = -1
         self.chunks_read = 0
+        #: Called once when the response is closed (the client frees the stream's place).
+        self.on_close: Callable[[], None] | None = None
+
+    async def close(self) -> None:
+        """Close the response at once, whatever cancellation is under way."""
+        with anyio.CancelScope(shield=True):
+            await self.response.aclose()
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
 
     async def next_chunk(self) -> C | None:
         """The next chunk, or `None` when the stream ended (`[DONE]` or end of body)."""
@@ -203,8 +213,7 @@ class _Stream(Generic[C, R]):
         """Close the HTTP response now; survives the caller's cancellation."""
         self._closed = True
         if self._reader is not None:
-            with anyio.CancelScope(shield=True):
-                await self._reader.response.aclose()
+            await self._reader.close()
 
     def __aiter__(self: S) -> S:
         return self

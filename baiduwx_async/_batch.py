@@ -1,0 +1,198 @@
+"""
+Many inputs through one client: bounded concurrency, flat memory, no lost item.
+
+The engine knows nothing of chat or completions: it is given `call(input)`, a coroutine
+function (the client's public `chat` or `complete` with the batch's parameters bound).
+Inputs are read lazily, one per free worker, so a generator of a million prompts never
+becomes a million tasks; results travel through a bounded stream, so a slow consumer
+slows the workers instead of piling results up.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._models import check_concurrency
+from ._retry import count_attempts
+
+__all__ = ["BatchIterator", "BatchProgress", "BatchResult", "run_ordered"]
+
+I = TypeVar("I")  # noqa: E741 - the conventional name for an input type
+R = TypeVar("R")
+
+
+@attrs.frozen
+class BatchResult(Generic[I, R]):
+    """The outcome of one input: its `response`, or the `error` that ended it."""
+
+    index: int
+    input: I
+    response: R | None
+    error: Exception | None
+    #: HTTP attempts this item took (retries and a token replay included).
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@attrs.frozen
+class BatchProgress:
+    """Where a batch stands; passed to `on_progress` after every item."""
+
+    done: int
+    failed: int
+    total: int | None
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        """Items finished per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate, when the total is known."""
+        if self.total is None or self.done == 0:
+            return None
+        return (self.total - self.done) / self.rate if self.rate > 0 else math.inf
+
+
+class BatchIterator(Generic[I, R]):
+    """Results as they finish. Use `async for r in it`; to leave early, prefer
+
+    ```python
+    async with client.iter_batch_chat(...) as results:
+        async for r in results:
+            ...
+    ```
+    which stops every request still in flight when the block ends.
+    """
+
+    def __init__(
+        self,
+        inputs: Iterable[I] | AsyncIterable[I],
+        call: Callable[[I], Awaitable[R]],
+        *,
+        concurrency: int,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+    ) -> None:
+        self._inputs = inputs
+        self._call = call
+        self._concurrency = check_concurrency(concurrency)
+        self._on_progress = on_progress
+        self._total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
+        self._task_group: TaskGroup | None = None
+        self._receive: MemoryObjectReceiveStream[BatchResult[I, R]] | None = None
+        self._done = 0
+        self._failed = 0
+        self._started_at = 0.0
+
+    async def __aenter__(self) -> BatchIterator[I, R]:
+        if self._task_group is not None:
+            raise RuntimeError("a batch runs once")
+        send, self._receive = anyio.create_memory_object_stream[BatchResult[I, R]](
+            self._concurrency
+        )
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._started_at = time.monotonic()
+        self._task_group.start_soon(self._run_workers, send)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._task_group is not None and self._receive is not None
+        self._task_group.cancel_scope.cancel()  # left early: stop what is in flight
+        self._receive.close()
+        return await self._task_group.__aexit__(exc_type, exc, tb)
+
+    def __aiter__(self) -> AsyncIterator[BatchResult[I, R]]:
+        if self._task_group is None:
+            return self._owning_iterator()
+        return self
+
+    async def __anext__(self) -> BatchResult[I, R]:
+        assert self._receive is not None, "use `async with` or `async for`"
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def _owning_iterator(self) -> AsyncIterator[BatchResult[I, R]]:
+        async with self:
+            async for result in self:
+                yield result
+
+    async def _run_workers(self, send: MemoryObjectSendStream[BatchResult[I, R]]) -> None:
+        inputs = _numbered(self._inputs)
+        lock = anyio.Lock()  # one reader of the inputs at a time
+        async with send, anyio.create_task_group() as workers:
+            for _ in range(self._concurrency):
+                workers.start_soon(self._work, inputs, lock, send.clone())
+
+    async def _work(
+        self,
+        inputs: AsyncIterator[tuple[int, I]],
+        lock: anyio.Lock,
+        send: MemoryObjectSendStream[BatchResult[I, R]],
+    ) -> None:
+        async with send:
+            while True:
+                async with lock:
+                    try:
+                        index, item = await inputs.__anext__()
+                    except StopAsyncIteration:
+                        return
+                with count_attempts() as attempts:
+                    try:
+                        response: R | None = await self._call(item)
+                        error: Exception | None = None
+                    except Exception as exc:  # one item's failure is its own, never the batch's
+                        response, error = None, exc
+                result = BatchResult(index, item, response, error, attempts.count)
+                self._done += 1
+                self._failed += error is not None
+                if self._on_progress is not None:
+                    self._on_progress(
+                        BatchProgress(
+                            self._done,
+                            self._failed,
+                            self._total,
+                            time.monotonic() - self._started_at,
+                        )
+                    )
+                await send.send(result)
+
+
+async def _numbered(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[int, Any]]:
+    index = 0
+    if isinstance(inputs, AsyncIterable):
+        async for item in inputs:
+            yield index, item
+            index += 1
+    else:
+        for item in inputs:
+            yield index, item
+            index += 1
+
+
+async def run_ordered(iterator: BatchIterator[I, R]) -> list[BatchResult[I, R]]:
+    """Every result of a batch, in input order."""
+    results = [result async for result in iterator]
+    results.sort(key=lambda result: result.index)
+    return results

@@ -1,0 +1,213 @@
+"""
+The retry loop: one prepared call, sent until it succeeds, its error is final, or its
+retries are spent. With `_streaming`, the only code of the core that awaits the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import attrs
+import httpx
+
+from . import _protocol as protocol
+from ._auth import RequestAuth
+from ._errors import (
+    TOKEN_REFRESH_CODES,
+    APIError,
+    AuthenticationError,
+    QuotaExceededError,
+    RateLimitError,
+    RequestTimeoutError,
+    StreamError,
+    TransportError,
+    WenxinError,
+)
+from ._limits import RateLimiter
+from ._models import RateLimitInfo
+from ._retry import RetryPolicy, note_attempt
+
+__all__ = ["PreparedCall", "Sender", "install_log_redaction"]
+
+logger = logging.getLogger("baiduwx_async")
+
+P = TypeVar("P")
+
+
+@attrs.frozen
+class PreparedCall:
+    """Everything about a call that stays the same from one attempt to the next."""
+
+    url: httpx.URL
+    content: bytes
+    headers: dict[str, str]
+    policy: RetryPolicy
+    auth: RequestAuth | None = None
+    extensions: dict[str, Any] = attrs.field(factory=dict)
+
+    async def build(self) -> tuple[httpx.Request, str | None]:
+        """A fresh request for one attempt, authorized (signed, token added) just now."""
+        request = httpx.Request(
+            "POST",
+            self.url,
+            content=self.content,
+            headers=self.headers,
+            extensions=self.extensions,
+        )
+        token = await self.auth.authorize(request) if self.auth is not None else None
+        return request, token
+
+
+class Sender:
+    """Sends prepared calls over one `httpx.AsyncClient`, under one rate limiter and one
+    cap on requests in flight (a stream holds its place until it is closed)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        limiter: RateLimiter | None = None,
+        max_in_flight: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.http = http
+        self.limiter = limiter
+        self._slots = anyio.Semaphore(max_in_flight) if max_in_flight else None
+        self._clock = clock
+
+    async def send(
+        self,
+        call: PreparedCall,
+        *,
+        prime: Callable[[httpx.Response], Awaitable[P]] | None = None,
+    ) -> tuple[httpx.Response, Any]:
+        """Send `call` until it succeeds; returns the response and its decoded JSON.
+
+        A 110/111 answer replays the call once with a new token, outside the retry budget.
+        With `prime` the call is a stream: an event-stream answer is left open and `prime`
+        reads its start (the first chunk) inside this loop, so a stream that breaks before
+        then is retried too; what `prime` returns takes the place of the JSON, and the
+        caller must `release()` the stream's place when it closes.
+        """
+        policy = call.policy
+        retries = 0
+        replayed = False
+        while True:
+            request, token = await call.build()
+            note_attempt()
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s %s attempt %d", request.method, protocol.redact(request.url), retries + 1
+                )
+            if self.limiter is not None and call.auth is not None:
+                await self.limiter.acquire()
+            if self._slots is not None:
+                await self._slots.acquire()
+            keep_slot = False
+            error: WenxinError
+            try:
+                response = await self.http.send(request, stream=True)
+                if prime is not None and _is_event_stream(response):
+                    try:
+                        primed = await prime(response)
+                    except BaseException:
+                        with anyio.CancelScope(shield=True):
+                            await response.aclose()
+                        raise
+                    keep_slot = True
+                    await self._feedback(None, response)
+                    return response, primed
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+            except httpx.TimeoutException as exc:
+                error = RequestTimeoutError(f"{_route(request)} timed out: {exc!r}")
+            except httpx.TransportError as exc:
+                error = TransportError(f"{_route(request)} failed: {protocol.redact(repr(exc))}")
+            except (APIError, TransportError, StreamError) as exc:  # from `prime`
+                error = exc
+            else:
+                found, data = protocol.error_in_answer(
+                    response.status_code,
+                    response.reason_phrase,
+                    response.headers,
+                    response.content,
+                    request_id=response.headers.get(protocol.RESPONSE_ID_HEADER)
+                    or request.headers.get(protocol.REQUEST_ID_HEADER),
+                    now=self._clock(),
+                    expect_json=prime is None,
+                )
+                await self._feedback(found, response)
+                if found is None:
+                    return response, data
+                error = found
+            finally:
+                if not keep_slot:
+                    self.release()
+            if (
+                call.auth is not None
+                and isinstance(error, APIError)
+                and error.code in TOKEN_REFRESH_CODES
+                and not replayed
+                and await call.auth.recover(error, token)
+            ):
+                replayed = True
+                logger.debug("access token rejected (%s); replaying with a new one", error.code)
+                continue
+            if not policy.allows(error, retries):
+                if isinstance(error, AuthenticationError) and error.hint is None:
+                    error.hint = call.auth.hint() if call.auth is not None else None
+                raise error
+            delay = policy.wait(retries, getattr(error, "retry_after", None))
+            logger.debug("retrying in %.2f s after %s", delay, type(error).__name__)
+            await anyio.sleep(delay)
+            retries += 1
+
+    def release(self) -> None:
+        """Give back the place in flight a request (or an open stream) held."""
+        if self._slots is not None:
+            self._slots.release()
+
+    async def _feedback(self, error: WenxinError | None, response: httpx.Response) -> None:
+        if self.limiter is None:
+            return
+        throttled = isinstance(error, RateLimitError) and not isinstance(error, QuotaExceededError)
+        await self.limiter.feedback(
+            throttled=throttled, ratelimit=RateLimitInfo.from_headers(response.headers)
+        )
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return response.status_code == 200 and response.headers.get("content-type", "").startswith(
+        "text/event-stream"
+    )
+
+
+def _route(request: httpx.Request) -> str:
+    return f"{request.method} {request.url.host}{request.url.path}"
+
+
+class _RedactTokens(logging.Filter):
+    """httpx logs every request URL at INFO, and ours carry the token and keys."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, httpx.URL) or "=" in str(arg) for arg in record.args
+        ):
+            record.args = tuple(
+                protocol.redact(arg) if isinstance(arg, httpx.URL | str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def install_log_redaction() -> None:
+    """Make the `httpx` logger, which we do not own, print `access_token=***`."""
+    httpx_logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactTokens) for f in httpx_logger.filters):
+        httpx_logger.addFilter(_RedactTokens())
