@@ -19,7 +19,8 @@ after every answer. Decisions:
   frees all their slots); a slot cancelled in the middle of the queue is simply wasted,
   which costs the others nothing and delays newcomers by one interval.
 - **AIMD** (`adaptive=True`). A throttled answer (4, 18, 336501, 336502, HTTP 429) halves
-  the rate, at most once per `CUT_HOLDOFF` second, so a burst of throttled answers that
+  the rate, or sets it to what the service accepted over the last second if that is
+  lower (its limit, seen from here), at most once per `CUT_HOLDOFF` second, so a burst of throttled answers that
   were in flight together counts as one cut; waiters already queued are re-spaced at the
   new rate. Successes raise it again by `RECOVERY` (5 %) of the ceiling per second, i.e.
   from half back to the ceiling in about 10 s, never above it. Never below `MIN_RATE`
@@ -58,6 +59,7 @@ MIN_RATE = 0.5  #: req/s floor of a cut
 RELEASE_AFTER = 60.0  #: quiet seconds after which a limiter without ceiling is unlimited again
 WINDOW = 1.0  #: seconds over which the sending rate is observed
 RING = 256  #: start times remembered for that estimate
+MIN_SPAN = 0.05  #: shortest span a rate is estimated over, so one burst does not read as infinite
 
 
 @runtime_checkable
@@ -134,6 +136,7 @@ class AdaptiveRateLimiter:
         self._pending: dict[_Ticket, None] = {}  # waiting tickets, in slot order
         self._holes: dict[float, float] = {}  # end -> slot of cancelled tickets
         self._sent: deque[float] = deque(maxlen=RING)
+        self._accepted: deque[float] = deque(maxlen=RING)  # times of answers not throttled
         self._peak = 0.0
         self._last_cut = -math.inf
         self._last_adjust = -math.inf
@@ -214,8 +217,11 @@ class AdaptiveRateLimiter:
             return
         if throttled:
             self._cut(self._clock())
-        elif self._rate is not None and self._rate != self._ceiling:
-            self._recover(self._clock())
+            return
+        now = self._clock()
+        self._accepted.append(now)
+        if self._rate is not None and self._rate != self._ceiling:
+            self._recover(now)
 
     # --- the sans-I/O core: pure functions of the clock value passed in
 
@@ -233,15 +239,19 @@ class AdaptiveRateLimiter:
             self._next = max(self._next, prev + self._interval)
 
     def _observed(self, now: float) -> float:
-        """Starts per second over the last `WINDOW` seconds."""
+        """Starts per second over the last `WINDOW` seconds, or over the span the ring
+        covers if shorter: a batch throttled 50 ms after it began was sending at n/0.05 s,
+        not n/1 s."""
         n = 0
+        oldest = now
         for t in reversed(self._sent):
             if t <= now - WINDOW:
                 break
             n += 1
-        if n == RING:  # the ring holds less than a window: measure over its span
-            return n / max(now - self._sent[0], 1e-3)
-        return n / WINDOW
+            oldest = t
+        if n == 0:
+            return 0.0
+        return n / max(now - oldest, MIN_SPAN)
 
     def _cut(self, now: float) -> None:
         if now - self._last_cut < CUT_HOLDOFF:
@@ -251,7 +261,13 @@ class AdaptiveRateLimiter:
         base = self._observed(now) if self._rate is None else self._rate
         if self._ceiling is None:
             self._peak = max(base, floor)
-        self._set_rate(max(base * CUT_FACTOR, floor))
+        # What the service accepted over the last second is the best guess of its limit:
+        # a client far above it lands near it in one step instead of halving for seconds.
+        accepted = sum(1 for t in self._accepted if t > now - WINDOW) / WINDOW
+        target = base * CUT_FACTOR
+        if accepted > 0:
+            target = min(target, accepted)
+        self._set_rate(max(target, floor))
 
     def _recover(self, now: float) -> None:
         assert self._rate is not None

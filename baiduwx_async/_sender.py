@@ -98,7 +98,8 @@ class Sender:
         replayed = False
         while True:
             request, token = await call.build()
-            note_attempt()
+            if call.auth is not None:  # a model call; the token fetch it may cause is not one
+                note_attempt()
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "%s %s attempt %d", request.method, protocol.redact(request.url), retries + 1
