@@ -20,9 +20,9 @@ after every answer. Decisions:
   which costs the others nothing and delays newcomers by one interval.
 - **AIMD** (`adaptive=True`). A throttled answer (4, 18, 336501, 336502, HTTP 429) halves
   the rate, or sets it to what the service accepted over the last second if that is
-  lower (its limit, seen from here), at most once per `CUT_HOLDOFF` second, so a burst of throttled answers that
-  were in flight together counts as one cut; waiters already queued are re-spaced at the
-  new rate. Successes raise it again by `RECOVERY` (5 %) of the ceiling per second, i.e.
+  lower (its limit, seen from here), at most once per `CUT_HOLDOFF` second, so a burst
+  of throttled answers that were in flight together counts as one cut; waiters already
+  queued are re-spaced at the new rate. Successes raise it again by `RECOVERY` (5 %) of the ceiling per second, i.e.
   from half back to the ceiling in about 10 s, never above it. Never below `MIN_RATE`
   (0.5 req/s, or 1/8 of a lower ceiling).
 - **Unlimited by default.** With neither `qps` nor `rpm` the limiter never waits until it
