@@ -25,6 +25,7 @@ from ._errors import (
     RequestTimeoutError,
     StreamError,
     TransportError,
+    ValidationError,
     WenxinError,
 )
 from ._limits import RateLimiter
@@ -70,11 +71,18 @@ class Sender:
         self,
         http: httpx.AsyncClient,
         *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        asyncio_only: bool = False,
         limiter: RateLimiter | None = None,
         max_in_flight: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.http = http
+        # With our own client, prepared requests go straight to its transport: httpx's
+        # client layer (URL and header merging, cookies, auth and redirect flows, event
+        # hooks) costs more CPU than the transport and does nothing for us.
+        self._transport = transport
+        self._asyncio_only = asyncio_only
         self.limiter = limiter
         self._slots = anyio.Semaphore(max_in_flight) if max_in_flight else None
         self._clock = clock
@@ -93,6 +101,8 @@ class Sender:
         then is retried too; what `prime` returns takes the place of the JSON, and the
         caller must `release()` the stream's place when it closes.
         """
+        if self._asyncio_only:
+            _require_asyncio()
         policy = call.policy
         retries = 0
         replayed = False
@@ -111,7 +121,11 @@ class Sender:
             keep_slot = False
             error: WenxinError
             try:
-                response = await self.http.send(request, stream=True)
+                if self._transport is not None:
+                    response = await self._transport.handle_async_request(request)
+                    response.request = request
+                else:
+                    response = await self.http.send(request, stream=True)
                 if prime is not None and _is_event_stream(response):
                     try:
                         primed = await prime(response)
@@ -180,6 +194,33 @@ class Sender:
         throttled = isinstance(error, RateLimitError) and not isinstance(error, QuotaExceededError)
         await self.limiter.feedback(
             throttled=throttled, ratelimit=RateLimitInfo.from_headers(response.headers)
+        )
+
+
+def make_transport(backend: str, pool: int) -> httpx.AsyncBaseTransport:
+    """The transport of a client we own: keep-alive as large as the pool, so no
+    connection is closed only to be opened again under load."""
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+    if backend == "httpx":
+        return httpx.AsyncHTTPTransport(limits=limits)
+    if backend == "aiohttp":
+        try:
+            from httpx_aiohttp import AiohttpTransport
+        except ImportError:
+            raise ValidationError(
+                "http_backend",
+                "\"aiohttp\" needs the aiohttp extra: pip install 'baiduwx_async[aiohttp]'",
+            ) from None
+        transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits)
+        return transport
+    raise ValidationError("http_backend", 'must be "httpx" or "aiohttp"', backend)
+
+
+def _require_asyncio() -> None:
+    if not anyio.get_cancelled_exc_class().__module__.startswith("asyncio"):
+        raise RuntimeError(
+            'http_backend="aiohttp" runs on asyncio only; use the default "httpx" backend '
+            "under trio"
         )
 
 

@@ -136,7 +136,8 @@ async def test_debug_log_and_httpx_log_carry_no_secret(
     router.post(CHAT_URL).mock(
         side_effect=[httpx.Response(503), httpx.Response(200, json=chat_body())]
     )
-    async with make_client() as client:
+    # With a caller's http_client, httpx's own client logs each request URL at INFO.
+    async with httpx.AsyncClient() as http, make_client(http_client=http) as client:
         await client.chat("mpt30b", [wx.user("hi")])
     records = [r for r in caplog.records if r.name in ("baiduwx_async", "httpx")]
     assert any(r.name == "httpx" for r in records), "httpx logged its requests"
