@@ -179,8 +179,12 @@ def parse_token_response(
 class RequestAuth(Protocol):
     """What the client needs of an auth: stamp a request, and recover from a dead token."""
 
-    async def authorize(self, request: httpx.Request) -> str | None:
-        """Stamp `request`; returns the access token it carries, if any."""
+    async def url_for(self, url: httpx.URL) -> tuple[httpx.URL, str | None]:
+        """The URL to send to (with the access token, if that is how we authenticate)."""
+        ...
+
+    def authorize(self, request: httpx.Request) -> None:
+        """Stamp the request built for that URL (sign it, if that is how we authenticate)."""
         ...
 
     async def recover(self, error: APIError, token: str | None) -> bool:
@@ -197,14 +201,27 @@ class AccessTokenAuth(httpx.Auth):
 
     def __init__(self, source: TokenManager | StaticToken) -> None:
         self._source = source
+        # URL with the token added, per URL object and token: parsing a URL costs more
+        # than the rest of building a request, and the client reuses one URL per route.
+        self._stamped: dict[int, tuple[httpx.URL, str, httpx.URL]] = {}
 
-    async def authorize(self, request: httpx.Request) -> str:
+    async def url_for(self, url: httpx.URL) -> tuple[httpx.URL, str]:
         if isinstance(self._source, StaticToken):
             token = self._source.token
         else:
             token = await self._source.get_token()
-        request.url = request.url.copy_merge_params({"access_token": token})
-        return token
+        cached = self._stamped.get(id(url))
+        if cached is not None and cached[0] is url and cached[1] == token:
+            return cached[2], token
+        if len(self._stamped) >= 256:
+            self._stamped.clear()
+        stamped = url.copy_merge_params({"access_token": token})
+        # the entry holds `url` itself, so its id cannot be reused while it is cached
+        self._stamped[id(url)] = (url, token, stamped)
+        return stamped, token
+
+    def authorize(self, request: httpx.Request) -> None:
+        pass  # the token travels in the URL
 
     async def recover(self, error: APIError, token: str | None) -> bool:
         if isinstance(self._source, StaticToken) or token is None:
@@ -220,7 +237,7 @@ class AccessTokenAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        await self.authorize(request)
+        request.url, _ = await self.url_for(request.url)
         yield request
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
@@ -244,7 +261,10 @@ class BceSigningAuth(httpx.Auth):
         self._credentials = credentials
         self._clock = clock
 
-    async def authorize(self, request: httpx.Request) -> None:
+    async def url_for(self, url: httpx.URL) -> tuple[httpx.URL, None]:
+        return url, None
+
+    def authorize(self, request: httpx.Request) -> None:
         self.sign(request)
 
     def sign(self, request: httpx.Request) -> None:

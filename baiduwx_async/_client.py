@@ -47,7 +47,6 @@ from ._models import (
     CompletionParams,
     CompletionResponse,
     MessageLike,
-    RateLimitInfo,
     check_concurrency,
     check_endpoint,
     check_messages,
@@ -55,7 +54,7 @@ from ._models import (
     decode,
 )
 from ._retry import RetryPolicy
-from ._sender import PreparedCall, Sender, install_log_redaction, make_transport
+from ._sender import Answer, PreparedCall, Sender, install_log_redaction, make_transport
 from ._streaming import ChatStream, ChunkReader, CompletionStream
 from ._tokens import AccessToken, TokenManager, TokenStore
 
@@ -144,6 +143,7 @@ class AsyncClient:
         if max_retries is not None:
             self._retry = attrs.evolve(self._retry, max_retries=max_retries)
         self._max_input_chars = max_input_chars
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
         self._clock = clock
         if max_concurrency is not None:
             check_concurrency(max_concurrency, "max_concurrency")
@@ -255,8 +255,7 @@ class AsyncClient:
             max_retries,
             request_id,
         )
-        response, data = await self._sender.send(call)
-        return _decode_answer(response, data, ChatResponse)
+        return _decode_answer(await self._sender.send(call), ChatResponse)
 
     async def complete(
         self,
@@ -293,8 +292,7 @@ class AsyncClient:
             max_retries,
             request_id,
         )
-        response, data = await self._sender.send(call)
-        return _decode_answer(response, data, CompletionResponse)
+        return _decode_answer(await self._sender.send(call), CompletionResponse)
 
     def chat_stream(
         self,
@@ -485,7 +483,7 @@ class AsyncClient:
         request_id: str | None,
     ) -> PreparedCall:
         """Everything about a model call that does not change between attempts."""
-        url = httpx.URL(f"{self._base_url}{protocol.model_path(kind, check_endpoint(endpoint))}")
+        url = self._model_url(kind, endpoint)
         policy = self._retry
         if max_retries is not None:
             policy = attrs.evolve(policy, max_retries=max_retries)
@@ -501,6 +499,16 @@ class AsyncClient:
             policy=policy,
         )
 
+    def _model_url(self, kind: protocol.Kind, endpoint: str) -> httpx.URL:
+        # Parsing a URL is the dearest step of building a request: parse each route once.
+        url = self._urls.get((kind, endpoint))
+        if url is None:
+            if len(self._urls) >= 256:
+                self._urls.clear()
+            path = protocol.model_path(kind, check_endpoint(endpoint))
+            url = self._urls[kind, endpoint] = httpx.URL(f"{self._base_url}{path}")
+        return url
+
     def _timeout_dict(self, timeout: TimeoutLike) -> dict[str, float | None]:
         # Always set: requests may go to the transport directly, where no client default applies.
         return (self._timeout if timeout is None else _as_timeout(timeout)).as_dict()
@@ -510,7 +518,7 @@ class AsyncClient:
         call: PreparedCall,
         first_chunk: Callable[[httpx.Response], Awaitable[tuple[ChunkReader[C], C | None]]],
     ) -> tuple[ChunkReader[C], C | None]:
-        _, (reader, first) = await self._sender.send(call, prime=first_chunk)
+        reader, first = (await self._sender.send(call, prime=first_chunk)).data
         reader.on_close = self._sender.release  # an open stream holds its place in flight
         return reader, first
 
@@ -523,7 +531,7 @@ class AsyncClient:
             policy=self._retry,
             extensions={"timeout": self._timeout_dict(None)},
         )
-        response, _ = await self._sender.send(call)
+        response = (await self._sender.send(call)).response
         return parse_token_response(response.status_code, response.content, now=self._clock())
 
 
@@ -531,13 +539,12 @@ def _completion_body(prompt: str, params: CompletionParams, stream: bool) -> dic
     return {"prompt": check_prompt(prompt), **params.body_fields(), "stream": stream}
 
 
-def _decode_answer(response: httpx.Response, data: object, cls: type[R]) -> R:
+def _decode_answer(answer: Answer, cls: type[R]) -> R:
     return decode(
-        data,
+        answer.data,
         cls,
-        request_id=response.headers.get(protocol.RESPONSE_ID_HEADER)
-        or response.request.headers.get(protocol.REQUEST_ID_HEADER),
-        ratelimit=RateLimitInfo.from_headers(response.headers),
+        request_id=answer.request_id,
+        ratelimit=answer.ratelimit,
     )
 
 

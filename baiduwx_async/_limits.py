@@ -22,8 +22,8 @@ after every answer. Decisions:
   the rate, or sets it to what the service accepted over the last second if that is
   lower (its limit, seen from here), at most once per `CUT_HOLDOFF` second, so a burst
   of throttled answers that were in flight together counts as one cut; waiters already
-  queued are re-spaced at the new rate. Successes raise it again by `RECOVERY` (5 %) of the ceiling per second, i.e.
-  from half back to the ceiling in about 10 s, never above it. Never below `MIN_RATE`
+  queued are re-spaced at the new rate. Successes raise it again by `RECOVERY` (5 %) of
+  the ceiling per second, i.e. from half back to the ceiling in about 10 s, never above it. Never below `MIN_RATE`
   (0.5 req/s, or 1/8 of a lower ceiling).
 - **Unlimited by default.** With neither `qps` nor `rpm` the limiter never waits until it
   sees a throttled answer. It remembers the last `RING` start times (one clock read per

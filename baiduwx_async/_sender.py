@@ -32,7 +32,7 @@ from ._limits import RateLimiter
 from ._models import RateLimitInfo
 from ._retry import RetryPolicy, note_attempt
 
-__all__ = ["PreparedCall", "Sender", "install_log_redaction"]
+__all__ = ["Answer", "PreparedCall", "Sender", "install_log_redaction"]
 
 logger = logging.getLogger("baiduwx_async")
 
@@ -52,15 +52,26 @@ class PreparedCall:
 
     async def build(self) -> tuple[httpx.Request, str | None]:
         """A fresh request for one attempt, authorized (signed, token added) just now."""
+        url, token = (self.url, None) if self.auth is None else await self.auth.url_for(self.url)
         request = httpx.Request(
-            "POST",
-            self.url,
-            content=self.content,
-            headers=self.headers,
-            extensions=self.extensions,
+            "POST", url, content=self.content, headers=self.headers, extensions=self.extensions
         )
-        token = await self.auth.authorize(request) if self.auth is not None else None
+        if self.auth is not None:
+            self.auth.authorize(request)
         return request, token
+
+
+@attrs.frozen
+class Answer:
+    """A successful answer: the response, its decoded JSON (or, for a stream, what `prime`
+    read of it), its headers as a plain dict (lower-case names; read once, since
+    `httpx.Headers` lookups are slow) and the request id the server echoed or we sent."""
+
+    response: httpx.Response
+    data: Any
+    headers: dict[str, str]
+    request_id: str | None
+    ratelimit: RateLimitInfo
 
 
 class Sender:
@@ -92,8 +103,8 @@ class Sender:
         call: PreparedCall,
         *,
         prime: Callable[[httpx.Response], Awaitable[P]] | None = None,
-    ) -> tuple[httpx.Response, Any]:
-        """Send `call` until it succeeds; returns the response and its decoded JSON.
+    ) -> Answer:
+        """Send `call` until it succeeds.
 
         A 110/111 answer replays the call once with a new token, outside the retry budget.
         With `prime` the call is a stream: an event-stream answer is left open and `prime`
@@ -126,7 +137,11 @@ class Sender:
                     response.request = request
                 else:
                     response = await self.http.send(request, stream=True)
-                if prime is not None and _is_event_stream(response):
+                headers = dict(response.headers.items())
+                request_id = headers.get(protocol.RESPONSE_ID_HEADER) or call.headers.get(
+                    protocol.REQUEST_ID_HEADER
+                )
+                if prime is not None and _is_event_stream(response.status_code, headers):
                     try:
                         primed = await prime(response)
                     except BaseException:
@@ -134,8 +149,8 @@ class Sender:
                             await response.aclose()
                         raise
                     keep_slot = True
-                    await self._feedback(None, response)
-                    return response, primed
+                    ratelimit = await self._feedback(None, headers)
+                    return Answer(response, primed, headers, request_id, ratelimit)
                 try:
                     await response.aread()
                 finally:
@@ -150,16 +165,15 @@ class Sender:
                 found, data = protocol.error_in_answer(
                     response.status_code,
                     response.reason_phrase,
-                    response.headers,
+                    headers,
                     response.content,
-                    request_id=response.headers.get(protocol.RESPONSE_ID_HEADER)
-                    or request.headers.get(protocol.REQUEST_ID_HEADER),
+                    request_id=request_id,
                     now=self._clock(),
                     expect_json=prime is None,
                 )
-                await self._feedback(found, response)
+                ratelimit = await self._feedback(found, headers)
                 if found is None:
-                    return response, data
+                    return Answer(response, data, headers, request_id, ratelimit)
                 error = found
             finally:
                 if not keep_slot:
@@ -188,13 +202,15 @@ class Sender:
         if self._slots is not None:
             self._slots.release()
 
-    async def _feedback(self, error: WenxinError | None, response: httpx.Response) -> None:
-        if self.limiter is None:
-            return
-        throttled = isinstance(error, RateLimitError) and not isinstance(error, QuotaExceededError)
-        await self.limiter.feedback(
-            throttled=throttled, ratelimit=RateLimitInfo.from_headers(response.headers)
-        )
+    async def _feedback(self, error: WenxinError | None, headers: dict[str, str]) -> RateLimitInfo:
+        """Tell the limiter how the answer went; returns the answer's rate-limit headers."""
+        ratelimit = RateLimitInfo.from_headers(headers)
+        if self.limiter is not None:
+            throttled = isinstance(error, RateLimitError) and not isinstance(
+                error, QuotaExceededError
+            )
+            await self.limiter.feedback(throttled=throttled, ratelimit=ratelimit)
+        return ratelimit
 
 
 def make_transport(backend: str, pool: int) -> httpx.AsyncBaseTransport:
@@ -224,10 +240,8 @@ def _require_asyncio() -> None:
         )
 
 
-def _is_event_stream(response: httpx.Response) -> bool:
-    return response.status_code == 200 and response.headers.get("content-type", "").startswith(
-        "text/event-stream"
-    )
+def _is_event_stream(status_code: int, headers: dict[str, str]) -> bool:
+    return status_code == 200 and headers.get("content-type", "").startswith("text/event-stream")
 
 
 def _route(request: httpx.Request) -> str:
