@@ -23,8 +23,8 @@ after every answer. Decisions:
   lower (its limit, seen from here), at most once per `CUT_HOLDOFF` second, so a burst
   of throttled answers that were in flight together counts as one cut; waiters already
   queued are re-spaced at the new rate. Successes raise it again by `RECOVERY` (5 %) of
-  the ceiling per second, i.e. from half back to the ceiling in about 10 s, never above it. Never below `MIN_RATE`
-  (0.5 req/s, or 1/8 of a lower ceiling).
+  the ceiling per second, i.e. from half back to the ceiling in about 10 s, never above
+  it. Never below `MIN_RATE` (0.5 req/s, or 1/8 of a lower ceiling).
 - **Unlimited by default.** With neither `qps` nor `rpm` the limiter never waits until it
   sees a throttled answer. It remembers the last `RING` start times (one clock read per
   `acquire`), and on the first throttled answer starts limiting at half the rate it sent
