@@ -9,6 +9,8 @@ import respx
 
 from .support import TOKEN_URL, token_body
 
+pytest_plugins = ["tests.secret_guard"]
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
