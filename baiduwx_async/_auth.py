@@ -14,7 +14,6 @@ None of them ever shows a secret in its `repr`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
@@ -32,6 +31,7 @@ from ._errors import (
     api_error_from_body,
     api_error_from_status,
 )
+from ._protocol import loads_or_none
 from ._tokens import AccessToken, TokenManager
 
 __all__ = [
@@ -154,10 +154,7 @@ def parse_token_response(
     status_code: int, body: bytes, *, now: float, request_id: str | None = None
 ) -> AccessToken:
     """An `AccessToken`, or the error the token endpoint answered (PROTOCOL §2a)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
+    data = loads_or_none(body)
     if isinstance(data, dict):
         error = api_error_from_body(data, status_code=status_code, request_id=request_id)
         if error is not None:

@@ -6,6 +6,7 @@ and retries what may be retried. The only module of the core that awaits the net
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -54,7 +55,14 @@ from ._models import (
     decode,
 )
 from ._retry import RetryPolicy
-from ._sender import Answer, PreparedCall, Sender, install_log_redaction, make_transport
+from ._sender import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    Answer,
+    PreparedCall,
+    Sender,
+    install_log_redaction,
+    make_transport,
+)
 from ._streaming import ChatStream, ChunkReader, CompletionStream
 from ._tokens import AccessToken, TokenManager, TokenStore
 
@@ -104,6 +112,7 @@ class AsyncClient:
             (4800, the service's limit); `None` leaves the check to the server.
         max_concurrency: the most requests (and open streams) in flight at once; also the
             size of the connection pool. Default: unlimited requests, 100 connections.
+        max_response_bytes: the largest answer (or stream line) accepted; 8 MiB.
         qps, rpm: a client-side rate limit, requests per second / per minute. Without
             either, the client still slows down by itself after rate-limit answers.
         rate_limiter: a limiter of your own (e.g. one shared between processes) instead.
@@ -122,6 +131,7 @@ class AsyncClient:
         max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
         retry_policy: RetryPolicy | None = None,
         max_concurrency: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         qps: float | None = None,
         rpm: float | None = None,
         rate_limiter: RateLimiter | None = None,
@@ -138,6 +148,12 @@ class AsyncClient:
         )
         if self._base_url.scheme not in ("http", "https") or not self._base_url.host:
             raise ValidationError("base_url", "must be an absolute http(s) URL", str(base_url))
+        if self._base_url.scheme == "http" and not _is_loopback(self._base_url.host):
+            logger.warning(
+                "base_url %s is plain http: access tokens and answers cross the network "
+                "unencrypted; use https",
+                self._base_url,
+            )
         self._timeout = _as_timeout(timeout)
         self._retry = retry_policy or RetryPolicy()
         if max_retries is not None:
@@ -163,6 +179,7 @@ class AsyncClient:
             asyncio_only=http_backend == "aiohttp",
             limiter=rate_limiter or AdaptiveRateLimiter(qps=qps, rpm=rpm),
             max_in_flight=max_concurrency,
+            max_response_bytes=check_concurrency(max_response_bytes, "max_response_bytes"),
             clock=clock,
         )
         self._credentials = credentials
@@ -341,7 +358,7 @@ class AsyncClient:
             max_retries,
             request_id,
         )
-        return ChatStream(partial(self._open_stream, call))
+        return ChatStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
     def complete_stream(
         self,
@@ -375,7 +392,7 @@ class AsyncClient:
             max_retries,
             request_id,
         )
-        return CompletionStream(partial(self._open_stream, call))
+        return CompletionStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
     # --- batches
 
@@ -531,8 +548,15 @@ class AsyncClient:
             policy=self._retry,
             extensions={"timeout": self._timeout_dict(None)},
         )
-        response = (await self._sender.send(call)).response
-        return parse_token_response(response.status_code, response.content, now=self._clock())
+        answer = await self._sender.send(call)
+        return parse_token_response(answer.response.status_code, answer.body, now=self._clock())
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _completion_body(prompt: str, params: CompletionParams, stream: bool) -> dict[str, Any]:

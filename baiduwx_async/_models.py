@@ -17,6 +17,7 @@ from typing import Any, Literal, NewType, TypeVar
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn
 
 from ._errors import ProtocolError, ValidationError
 
@@ -368,6 +369,19 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(RawJSON, lambda value, _: value)
     converter.register_structure_hook(RateLimitInfo, lambda value, _: value)
     converter.register_structure_hook(JSONObject, _strict(dict, "an object"))
+
+    def objects_only(cls: type) -> Any:
+        # cattrs would read a string as an object whose fields are all missing (`"x" in "…"`)
+        structure: Any = make_dict_structure_fn(cls, converter)
+
+        def structure_object(value: object, kind: object) -> object:
+            if not isinstance(value, dict):
+                raise TypeError(f"expected an object, got {type(value).__name__}")
+            return structure(value, kind)
+
+        return structure_object
+
+    converter.register_structure_hook_factory(attrs.has, objects_only)
     return converter
 
 

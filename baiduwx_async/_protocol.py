@@ -67,6 +67,17 @@ def excerpt(body: bytes | str, limit: int = 200) -> str:
     return redact(text).encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
+def loads_or_none(text: bytes | str) -> object:
+    """Decoded JSON, or `None` for anything that is not JSON we can hold: invalid text,
+    invalid UTF-8, or nesting deep enough to exhaust the parser's recursion."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 def error_in_answer(
     status_code: int,
     reason: str,
@@ -85,10 +96,7 @@ def error_in_answer(
     when `expect_json` is false (a stream request answered with JSON but no error).
     """
     retry_after = parse_retry_after(headers.get("retry-after"), now)
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
+    data = loads_or_none(body)
     if isinstance(data, dict):
         api_error = api_error_from_body(
             data, status_code=status_code, request_id=request_id, retry_after=retry_after

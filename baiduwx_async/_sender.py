@@ -20,10 +20,10 @@ from ._errors import (
     TOKEN_REFRESH_CODES,
     APIError,
     AuthenticationError,
+    ProtocolError,
     QuotaExceededError,
     RateLimitError,
     RequestTimeoutError,
-    StreamError,
     TransportError,
     ValidationError,
     WenxinError,
@@ -37,6 +37,9 @@ __all__ = ["Answer", "PreparedCall", "Sender", "install_log_redaction"]
 logger = logging.getLogger("baiduwx_async")
 
 P = TypeVar("P")
+
+#: Largest non-stream answer (and stream line) accepted; real answers are a few KiB.
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 @attrs.frozen
@@ -72,6 +75,7 @@ class Answer:
     headers: dict[str, str]
     request_id: str | None
     ratelimit: RateLimitInfo
+    body: bytes
 
 
 class Sender:
@@ -86,9 +90,11 @@ class Sender:
         asyncio_only: bool = False,
         limiter: RateLimiter | None = None,
         max_in_flight: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.http = http
+        self.max_response_bytes = max_response_bytes
         # With our own client, prepared requests go straight to its transport: httpx's
         # client layer (URL and header merging, cookies, auth and redirect flows, event
         # hooks) costs more CPU than the transport and does nothing for us.
@@ -150,30 +156,30 @@ class Sender:
                         raise
                     keep_slot = True
                     ratelimit = await self._feedback(None, headers)
-                    return Answer(response, primed, headers, request_id, ratelimit)
+                    return Answer(response, primed, headers, request_id, ratelimit, b"")
                 try:
-                    await response.aread()
+                    body = await _read_body(response, self.max_response_bytes)
                 finally:
                     await response.aclose()
             except httpx.TimeoutException as exc:
                 error = RequestTimeoutError(f"{_route(request)} timed out: {exc!r}")
             except httpx.TransportError as exc:
                 error = TransportError(f"{_route(request)} failed: {protocol.redact(repr(exc))}")
-            except (APIError, TransportError, StreamError) as exc:  # from `prime`
+            except (APIError, TransportError, ProtocolError) as exc:  # from `prime`, `_read_body`
                 error = exc
             else:
                 found, data = protocol.error_in_answer(
                     response.status_code,
                     response.reason_phrase,
                     headers,
-                    response.content,
+                    body,
                     request_id=request_id,
                     now=self._clock(),
                     expect_json=prime is None,
                 )
                 ratelimit = await self._feedback(found, headers)
                 if found is None:
-                    return Answer(response, data, headers, request_id, ratelimit)
+                    return Answer(response, data, headers, request_id, ratelimit, body)
                 error = found
             finally:
                 if not keep_slot:
@@ -211,6 +217,22 @@ class Sender:
             )
             await self.limiter.feedback(throttled=throttled, ratelimit=ratelimit)
         return ratelimit
+
+
+async def _read_body(response: httpx.Response, limit: int) -> bytes:
+    """The whole (decoded) body, refused once it passes `limit` bytes: a broken or hostile
+    server must not make us hold gigabytes, compressed or not."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(f"answer of {declared} bytes is over the limit of {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.aiter_bytes():
+        size += len(part)
+        if size > limit:
+            raise ProtocolError(f"answer is over the limit of {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
 
 
 def make_transport(backend: str, pool: int) -> httpx.AsyncBaseTransport:

@@ -45,12 +45,19 @@ R = TypeVar("R", ChatResponse, CompletionResponse)
 class ChunkReader(Generic[C]):
     """Reads the chunks of one SSE response: bytes from the socket, events, chunks."""
 
-    def __init__(self, response: httpx.Response, chunk_class: type[C], request_id: str | None):
+    def __init__(
+        self,
+        response: httpx.Response,
+        chunk_class: type[C],
+        request_id: str | None,
+        *,
+        max_line_bytes: int = 1 << 20,
+    ):
         self.response = response
         self.request_id = request_id
         self._chunk_class: type[C] = chunk_class
         self._bytes: AsyncIterator[bytes] = response.aiter_bytes()
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_line_bytes=max_line_bytes)
         self._events: deque[SSEEvent] = deque()
         self._eof = False
         self._last_sentence = -1
@@ -99,7 +106,7 @@ class ChunkReader(Generic[C]):
     def _parse(self, event: SSEEvent) -> C:
         try:
             data: Any = json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise self.broken(f"stream line is not JSON: {excerpt(event.data, 80)!r}") from None
         if isinstance(data, dict) and "error_code" in data:
             error = api_error_from_body(data, status_code=200, request_id=self.request_id)
@@ -134,8 +141,10 @@ class _Stream(Generic[C, R]):
     def __init__(
         self,
         open_stream: OpenStream[C],
+        max_line_bytes: int = 1 << 20,
     ) -> None:
         self._open_stream: OpenStream[C] = open_stream
+        self._max_line_bytes = max_line_bytes
         self._reader: ChunkReader[C] | None = None
         self._pending: C | None = None
         self._finished = False
@@ -187,7 +196,9 @@ class _Stream(Generic[C, R]):
         request_id = response.headers.get(RESPONSE_ID_HEADER) or response.request.headers.get(
             REQUEST_ID_HEADER
         )
-        reader = ChunkReader(response, self._chunk_class, request_id)
+        reader = ChunkReader(
+            response, self._chunk_class, request_id, max_line_bytes=self._max_line_bytes
+        )
         first = await reader.next_chunk()
         if first is None:
             raise reader.broken("stream ended before its first chunk")
