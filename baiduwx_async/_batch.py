@@ -12,22 +12,44 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from functools import partial
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._models import check_concurrency
+from ._errors import ValidationError
+from ._limits import AdaptiveRateLimiter
+from ._models import (
+    ChatParams,
+    ChatResponse,
+    CompletionParams,
+    CompletionResponse,
+    MessageLike,
+    check_concurrency,
+    check_endpoint,
+)
 from ._retry import count_attempts
 
-__all__ = ["BatchIterator", "BatchProgress", "BatchResult", "run_ordered"]
+__all__ = ["BatchIterator", "BatchMethods", "BatchProgress", "BatchResult", "run_ordered"]
+
+DEFAULT_BATCH_CONCURRENCY = 16
 
 I = TypeVar("I")  # noqa: E741 - the conventional name for an input type
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -196,3 +218,121 @@ async def run_ordered(iterator: BatchIterator[I, R]) -> list[BatchResult[I, R]]:
     results = [result async for result in iterator]
     results.sort(key=lambda result: result.index)
     return results
+
+
+class BatchMethods:
+    """The batch methods of `AsyncClient`, built on its public `chat()` and `complete()`."""
+
+    if TYPE_CHECKING:
+        chat: Callable[..., Awaitable[ChatResponse]]
+        complete: Callable[..., Awaitable[CompletionResponse]]
+
+    async def batch_chat(
+        self,
+        endpoint: str,
+        conversations: Iterable[Sequence[MessageLike]] | AsyncIterable[Sequence[MessageLike]],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        qps: float | None = None,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+        **params: Any,
+    ) -> list[BatchResult[Sequence[MessageLike], ChatResponse]]:
+        """Send every conversation to a chat endpoint; the results in input order.
+
+        At most `concurrency` requests are in flight; `qps` caps this batch's rate (on top
+        of the client's limits). `params` are `chat()`'s keywords, checked once, before
+        anything is sent. One item's failure is kept in its `BatchResult.error` and never
+        stops the others; each item is retried under the client's policy.
+        """
+        batch = self.iter_batch_chat(
+            endpoint,
+            conversations,
+            concurrency=concurrency,
+            qps=qps,
+            on_progress=on_progress,
+            **params,
+        )
+        return await run_ordered(batch)
+
+    async def batch_complete(
+        self,
+        endpoint: str,
+        prompts: Iterable[str] | AsyncIterable[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        qps: float | None = None,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+        **params: Any,
+    ) -> list[BatchResult[str, CompletionResponse]]:
+        """Send every prompt to a completions endpoint; the results in input order.
+
+        As `batch_chat()`, with `complete()`'s keywords.
+        """
+        batch = self.iter_batch_complete(
+            endpoint,
+            prompts,
+            concurrency=concurrency,
+            qps=qps,
+            on_progress=on_progress,
+            **params,
+        )
+        return await run_ordered(batch)
+
+    def iter_batch_chat(
+        self,
+        endpoint: str,
+        conversations: Iterable[Sequence[MessageLike]] | AsyncIterable[Sequence[MessageLike]],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        qps: float | None = None,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+        **params: Any,
+    ) -> BatchIterator[Sequence[MessageLike], ChatResponse]:
+        """Results of `batch_chat()` as they finish, reading the inputs lazily, so memory
+        stays flat however many there are. `async for r in client.iter_batch_chat(...)`;
+        use it as `async with ... as results` to be able to leave the loop early."""
+        ChatParams(**_generation_params(params, ChatParams))
+        check_endpoint(endpoint)
+        call = _paced(partial(self.chat, endpoint, **params), qps)
+        return BatchIterator(conversations, call, concurrency=concurrency, on_progress=on_progress)
+
+    def iter_batch_complete(
+        self,
+        endpoint: str,
+        prompts: Iterable[str] | AsyncIterable[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        qps: float | None = None,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+        **params: Any,
+    ) -> BatchIterator[str, CompletionResponse]:
+        """Results of `batch_complete()` as they finish; see `iter_batch_chat()`."""
+        CompletionParams(**_generation_params(params, CompletionParams))
+        check_endpoint(endpoint)
+        call = _paced(partial(self.complete, endpoint, **params), qps)
+        return BatchIterator(prompts, call, concurrency=concurrency, on_progress=on_progress)
+
+
+_CALL_OPTIONS = frozenset({"timeout", "max_retries"})
+
+
+def _generation_params(params: Mapping[str, Any], cls: type[CompletionParams]) -> dict[str, Any]:
+    """The generation parameters among a batch's keywords; anything unknown is an error."""
+    known = {field.name for field in attrs.fields(cls)}
+    for name in params:
+        if name not in known and name not in _CALL_OPTIONS:
+            raise ValidationError(name, "is not a parameter of this call")
+    return {name: value for name, value in params.items() if name in known}
+
+
+def _paced(call: Callable[[I], Awaitable[T]], qps: float | None) -> Callable[[I], Awaitable[T]]:
+    """`call`, started at most `qps` times a second."""
+    if qps is None:
+        return call
+    limiter = AdaptiveRateLimiter(qps=qps, adaptive=False)
+
+    async def paced(item: I) -> T:
+        await limiter.acquire()
+        return await call(item)
+
+    return paced

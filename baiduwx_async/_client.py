@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -34,7 +34,7 @@ from ._auth import (
     parse_token_response,
     token_url,
 )
-from ._batch import BatchIterator, BatchProgress, BatchResult, run_ordered
+from ._batch import BatchMethods
 from ._errors import (
     ValidationError,
 )
@@ -75,13 +75,10 @@ DEFAULT_BASE_URL = "https://aip.baidubce.com"
 #: official SDK allows 300 s). Connecting should not.
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_MAX_CONNECTIONS = 100
-DEFAULT_BATCH_CONCURRENCY = 16
 
 TimeoutLike = float | httpx.Timeout | None
 R = TypeVar("R", ChatResponse, CompletionResponse)
 C = TypeVar("C", ChatChunk, CompletionChunk)
-I = TypeVar("I")  # noqa: E741 - the conventional name for an input type
-T = TypeVar("T")
 
 
 def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.Timeout:
@@ -92,7 +89,7 @@ def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.T
     return httpx.Timeout(float(value), connect=min(float(value), DEFAULT_TIMEOUT.connect or 10.0))
 
 
-class AsyncClient:
+class AsyncClient(BatchMethods):
     """A client for Wenxin Workshop model serving; use it as `async with AsyncClient(...)`.
 
     Keywords:
@@ -394,93 +391,6 @@ class AsyncClient:
         )
         return CompletionStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
-    # --- batches
-
-    async def batch_chat(
-        self,
-        endpoint: str,
-        conversations: Iterable[Sequence[MessageLike]] | AsyncIterable[Sequence[MessageLike]],
-        *,
-        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
-        qps: float | None = None,
-        on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
-    ) -> list[BatchResult[Sequence[MessageLike], ChatResponse]]:
-        """Send every conversation to a chat endpoint; the results in input order.
-
-        At most `concurrency` requests are in flight; `qps` caps this batch's rate (on top
-        of the client's limits). `params` are `chat()`'s keywords, checked once, before
-        anything is sent. One item's failure is kept in its `BatchResult.error` and never
-        stops the others; each item is retried under the client's policy.
-        """
-        batch = self.iter_batch_chat(
-            endpoint,
-            conversations,
-            concurrency=concurrency,
-            qps=qps,
-            on_progress=on_progress,
-            **params,
-        )
-        return await run_ordered(batch)
-
-    async def batch_complete(
-        self,
-        endpoint: str,
-        prompts: Iterable[str] | AsyncIterable[str],
-        *,
-        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
-        qps: float | None = None,
-        on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
-    ) -> list[BatchResult[str, CompletionResponse]]:
-        """Send every prompt to a completions endpoint; the results in input order.
-
-        As `batch_chat()`, with `complete()`'s keywords.
-        """
-        batch = self.iter_batch_complete(
-            endpoint,
-            prompts,
-            concurrency=concurrency,
-            qps=qps,
-            on_progress=on_progress,
-            **params,
-        )
-        return await run_ordered(batch)
-
-    def iter_batch_chat(
-        self,
-        endpoint: str,
-        conversations: Iterable[Sequence[MessageLike]] | AsyncIterable[Sequence[MessageLike]],
-        *,
-        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
-        qps: float | None = None,
-        on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
-    ) -> BatchIterator[Sequence[MessageLike], ChatResponse]:
-        """Results of `batch_chat()` as they finish, reading the inputs lazily, so memory
-        stays flat however many there are. `async for r in client.iter_batch_chat(...)`;
-        use it as `async with ... as results` to be able to leave the loop early."""
-        ChatParams(**_generation_params(params, ChatParams))
-        check_endpoint(endpoint)
-        call = _paced(partial(self.chat, endpoint, **params), qps)
-        return BatchIterator(conversations, call, concurrency=concurrency, on_progress=on_progress)
-
-    def iter_batch_complete(
-        self,
-        endpoint: str,
-        prompts: Iterable[str] | AsyncIterable[str],
-        *,
-        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
-        qps: float | None = None,
-        on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
-    ) -> BatchIterator[str, CompletionResponse]:
-        """Results of `batch_complete()` as they finish; see `iter_batch_chat()`."""
-        CompletionParams(**_generation_params(params, CompletionParams))
-        check_endpoint(endpoint)
-        call = _paced(partial(self.complete, endpoint, **params), qps)
-        return BatchIterator(prompts, call, concurrency=concurrency, on_progress=on_progress)
-
     def _chat_body(
         self, messages: Sequence[MessageLike], params: ChatParams, stream: bool
     ) -> dict[str, Any]:
@@ -570,28 +480,3 @@ def _decode_answer(answer: Answer, cls: type[R]) -> R:
         request_id=answer.request_id,
         ratelimit=answer.ratelimit,
     )
-
-
-_CALL_OPTIONS = frozenset({"timeout", "max_retries"})
-
-
-def _generation_params(params: Mapping[str, Any], cls: type[CompletionParams]) -> dict[str, Any]:
-    """The generation parameters among a batch's keywords; anything unknown is an error."""
-    known = {field.name for field in attrs.fields(cls)}
-    for name in params:
-        if name not in known and name not in _CALL_OPTIONS:
-            raise ValidationError(name, "is not a parameter of this call")
-    return {name: value for name, value in params.items() if name in known}
-
-
-def _paced(call: Callable[[I], Awaitable[T]], qps: float | None) -> Callable[[I], Awaitable[T]]:
-    """`call`, started at most `qps` times a second."""
-    if qps is None:
-        return call
-    limiter = AdaptiveRateLimiter(qps=qps, adaptive=False)
-
-    async def paced(item: I) -> T:
-        await limiter.acquire()
-        return await call(item)
-
-    return paced
