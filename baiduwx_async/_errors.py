@@ -130,7 +130,11 @@ class APIError(WenxinError):
         super().__init__(message)
 
     def __str__(self) -> str:
-        parts = [f"[{self.code}]" if self.code is not None else f"[HTTP {self.status_code}]"]
+        parts = []
+        if self.code is not None:
+            parts.append(f"[{self.code}]")
+        elif self.status_code is not None:
+            parts.append(f"[HTTP {self.status_code}]")
         parts.append(self.message)
         if self.request_id:
             parts.append(f"(request_id={self.request_id})")
