@@ -49,7 +49,14 @@ from ._models import (
 )
 from ._retry import RetryPolicy
 from ._streaming import ChatStream, CompletionStream
-from ._tokens import AccessToken, FileTokenStore, MemoryTokenStore, TokenManager, TokenStore
+from ._tokens import (
+    AccessToken,
+    FileTokenStore,
+    MemoryTokenStore,
+    SharedTokenStore,
+    TokenManager,
+    TokenStore,
+)
 from ._version import __version__
 
 __all__ = [
@@ -86,6 +93,7 @@ __all__ = [
     "RequestTimeoutError",
     "RetryPolicy",
     "ServerError",
+    "SharedTokenStore",
     "StaticToken",
     "StreamError",
     "TokenManager",

@@ -17,7 +17,8 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
 
 import anyio
 import attrs
@@ -26,6 +27,7 @@ __all__ = [
     "AccessToken",
     "FileTokenStore",
     "MemoryTokenStore",
+    "SharedTokenStore",
     "TokenManager",
     "TokenStore",
 ]
@@ -65,12 +67,22 @@ class AccessToken:
 class TokenStore(Protocol):
     """Where tokens live between calls, clients and (with a shared store) processes.
 
-    `key` is a hash of the credentials and token URL, never a secret itself.
+    `key` is a hash of the credentials and token URL, never a secret itself. A store
+    shared by many processes may also offer `fetch_lock(key)`, an async context manager
+    held around "load, and fetch if still needed": then one process fetches and the
+    others find its token when they get the lock (see `SharedTokenStore`).
     """
 
     async def load(self, key: str) -> AccessToken | None: ...
 
     async def save(self, key: str, token: AccessToken) -> None: ...
+
+
+@runtime_checkable
+class SharedTokenStore(TokenStore, Protocol):
+    """A token store with a lock across processes around fetching."""
+
+    def fetch_lock(self, key: str) -> AbstractAsyncContextManager[None]: ...
 
 
 class MemoryTokenStore:
@@ -227,6 +239,12 @@ class TokenManager:
             flight.done.set()
 
     async def _obtain(self, rejected: str | None) -> AccessToken:
+        if isinstance(self._store, SharedTokenStore):
+            async with self._store.fetch_lock(self._key):
+                return await self._load_or_fetch(rejected)
+        return await self._load_or_fetch(rejected)
+
+    async def _load_or_fetch(self, rejected: str | None) -> AccessToken:
         # Another client or process sharing the store may hold a newer token already.
         stored = await self._store.load(self._key)
         if stored is not None and stored.value != rejected and stored.is_fresh(self._clock()):
