@@ -16,8 +16,8 @@ import stat
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import anyio
