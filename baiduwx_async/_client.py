@@ -466,7 +466,7 @@ def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return host == "localhost"
+        return host == "localhost" or host.endswith(".localhost")  # RFC 6761: loopback
 
 
 def _completion_body(prompt: str, params: CompletionParams, stream: bool) -> dict[str, Any]:

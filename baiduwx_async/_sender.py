@@ -149,13 +149,13 @@ class Sender:
                 )
                 if prime is not None and _is_event_stream(response.status_code, headers):
                     try:
+                        ratelimit = await self._feedback(None, headers)
                         primed = await prime(response)
                     except BaseException:
                         with anyio.CancelScope(shield=True):
                             await response.aclose()
                         raise
-                    keep_slot = True
-                    ratelimit = await self._feedback(None, headers)
+                    keep_slot = True  # until the stream closes
                     return Answer(response, primed, headers, request_id, ratelimit, b"")
                 try:
                     body = await _read_body(response, self.max_response_bytes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -56,7 +56,7 @@ class ChunkReader(Generic[C]):
         self.response = response
         self.request_id = request_id
         self._chunk_class: type[C] = chunk_class
-        self._bytes: AsyncIterator[bytes] = response.aiter_bytes()
+        self._bytes: AsyncGenerator[bytes, None] = response.aiter_bytes()  # type: ignore[assignment]
         self._decoder = SSEDecoder(max_line_bytes=max_line_bytes)
         self._events: deque[SSEEvent] = deque()
         self._eof = False
@@ -68,6 +68,7 @@ class ChunkReader(Generic[C]):
     async def close(self) -> None:
         """Close the response at once, whatever cancellation is under way."""
         with anyio.CancelScope(shield=True):
+            await self._bytes.aclose()
             await self.response.aclose()
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
@@ -251,8 +252,10 @@ class _Stream(Generic[C, R]):
         self._parts.append(chunk.result)
         if chunk.is_end:
             self._finished = True
-            await self._reader.drain()
-            await self.aclose()
+            try:
+                await self._reader.drain()
+            finally:  # cancelled while draining: still closed, its place still given back
+                await self.aclose()
         return chunk
 
     async def collect(self) -> R:
