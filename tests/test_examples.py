@@ -84,7 +84,7 @@ async def serve_app(app: object) -> AsyncIterator[str]:
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         while not server.started:  # uvicorn offers no event to wait on
-            await anyio.sleep(0.01)  # noqa: ASYNC110
+            await anyio.sleep(0.01)
         try:
             yield f"http://127.0.0.1:{port}"
         finally:
@@ -113,7 +113,7 @@ async def test_service_streams_and_cancels_upstream_when_the_browser_leaves(
                         break
             with anyio.fail_after(10):
                 while emulator.stats()["streams_abandoned"] < 1:  # the emulator's own count
-                    await anyio.sleep(0.05)  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
             stats = emulator.stats()
     assert stats["streams_abandoned"] == 1, "the upstream stream was cancelled, not read to its end"
     assert stats["streams_completed"] == 1
