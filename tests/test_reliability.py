@@ -548,7 +548,7 @@ async def test_cancellations_and_abandoned_streams_leak_no_connection() -> None:
                 fds_open = open_fds()
             # After aclose(), wait for the server to see the client's sockets close.
             with anyio.move_on_after(5):
-                while open_fds() > fds_before or our_sockets(port) != (Counter(), Counter()):  # noqa: ASYNC110
+                while open_fds() > fds_before or our_sockets(port) != (Counter(), Counter()):
                     await anyio.sleep(0.02)
             fds_after = open_fds()
             sockets_after = our_sockets(port)
