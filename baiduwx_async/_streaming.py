@@ -190,7 +190,7 @@ class _Stream(Generic[C, R]):
     async def _start(self) -> None:
         if self._reader is None:
             if self._closed:
-                raise RuntimeError("the stream was closed before it started")
+                raise StreamError("the stream was closed before it started")
             self._reader, self._pending = await self._open_stream(self._first_chunk)
 
     async def _first_chunk(self, response: httpx.Response) -> tuple[ChunkReader[C], C | None]:
@@ -233,6 +233,8 @@ class _Stream(Generic[C, R]):
     async def __anext__(self) -> C:
         if self._finished:
             raise StopAsyncIteration
+        if self._closed:
+            raise StreamError("the stream was closed before its end", request_id=self.request_id)
         try:
             await self._start()
             assert self._reader is not None

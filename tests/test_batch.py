@@ -18,7 +18,7 @@ from .support import COMPLETIONS_URL, TOKEN, completion_body, error_body, make_c
 
 pytestmark = pytest.mark.anyio
 
-EMULATOR_URL = "http://emulator.test"
+EMULATOR_URL = "http://emulator.localhost"
 
 
 def emulator_client(emulator: Emulator, **kwargs: Any) -> wx.AsyncClient:

@@ -32,7 +32,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 COMPLETIONS = "pythia12b"
 MODEL_PREFIX = "/rpc/2.0/ai_custom/v1/wenxinworkshop/"
-IN_PROCESS_URL = "http://emulator.test"
+IN_PROCESS_URL = "http://emulator.localhost"
 CREDENTIALS = wx.OAuthCredentials("test-api-key", "test-secret-key")
 #: The emulator answers in microseconds: waiting long between attempts only slows the soak.
 FAST = wx.RetryPolicy(max_retries=8, initial_backoff=0.001, max_backoff=0.01)

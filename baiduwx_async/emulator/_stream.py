@@ -74,6 +74,9 @@ class StreamWriter:
 
     async def _write(self, data: bytes) -> None:
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        # uvicorn's send() neither fails nor yields once the client has gone: yield here so
+        # the disconnect watcher can notice and count the stream as abandoned.
+        await anyio.lowlevel.checkpoint()
 
     async def _watch(self, scope: anyio.CancelScope) -> None:
         while (await self._receive())["type"] != "http.disconnect":
@@ -123,6 +126,7 @@ class StreamWriter:
             group.start_soon(self._watch, group.cancel_scope)
             try:
                 await self._produce()
+                await anyio.lowlevel.checkpoint()  # a disconnect during the last write counts
                 self._finished = True
                 if self._fault != "reset_stream":
                     await self._send(
