@@ -38,7 +38,7 @@ from ._models import (
     CompletionParams,
     CompletionResponse,
     MessageLike,
-    check_concurrency,
+    check_positive_int,
     check_endpoint,
 )
 from ._retry import count_attempts
@@ -111,7 +111,7 @@ class BatchIterator(Generic[I, R]):
     ) -> None:
         self._inputs = inputs
         self._call = call
-        self._concurrency = check_concurrency(concurrency)
+        self._concurrency = check_positive_int(concurrency, "concurrency")
         self._on_progress = on_progress
         self._total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
         self._task_group: TaskGroup | None = None

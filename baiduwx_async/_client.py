@@ -1,7 +1,7 @@
 """
-`AsyncClient`: builds each call from the checked inputs, sends it, reads the answer
-and retries what may be retried. The only module of the core that awaits the network
-(with the stream classes).
+`AsyncClient`: the public calls. Each checks its inputs, prepares the request once
+(`PreparedCall`) and hands it to the `Sender`, which sends, reads and retries it; this
+module decodes what comes back.
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ from ._auth import (
     token_url,
 )
 from ._batch import BatchMethods
-from ._errors import (
-    ValidationError,
-)
+from ._errors import ValidationError
 from ._limits import AdaptiveRateLimiter, RateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
@@ -48,7 +46,7 @@ from ._models import (
     CompletionParams,
     CompletionResponse,
     MessageLike,
-    check_concurrency,
+    check_positive_int,
     check_endpoint,
     check_messages,
     check_prompt,
@@ -159,7 +157,7 @@ class AsyncClient(BatchMethods):
         self._urls: dict[tuple[str, str], httpx.URL] = {}
         self._clock = clock
         if max_concurrency is not None:
-            check_concurrency(max_concurrency, "max_concurrency")
+            check_positive_int(max_concurrency, "max_concurrency")
         if rate_limiter is not None and (qps is not None or rpm is not None):
             raise ValidationError("rate_limiter", "give either rate_limiter or qps/rpm, not both")
         self._owns_http = http_client is None
@@ -176,17 +174,16 @@ class AsyncClient(BatchMethods):
             asyncio_only=http_backend == "aiohttp",
             limiter=rate_limiter or AdaptiveRateLimiter(qps=qps, rpm=rpm),
             max_in_flight=max_concurrency,
-            max_response_bytes=check_concurrency(max_response_bytes, "max_response_bytes"),
+            max_response_bytes=check_positive_int(max_response_bytes, "max_response_bytes"),
             clock=clock,
         )
         self._credentials = credentials
         self._tokens: TokenManager | None = None
         self._auth: RequestAuth
         if isinstance(credentials, OAuthCredentials):
-            token_url = f"{self._base_url}{TOKEN_PATH}"
             self._tokens = TokenManager(
                 self._fetch_token,
-                key=credentials.cache_key(token_url),
+                key=credentials.cache_key(f"{self._base_url}{TOKEN_PATH}"),
                 store=token_store,
                 clock=clock,
             )

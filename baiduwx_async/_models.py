@@ -34,7 +34,7 @@ __all__ = [
     "RateLimitInfo",
     "Usage",
     "assistant",
-    "check_concurrency",
+    "check_positive_int",
     "check_endpoint",
     "check_messages",
     "check_prompt",
@@ -234,11 +234,11 @@ def check_endpoint(endpoint: object) -> str:
     return endpoint
 
 
-def check_concurrency(concurrency: object, field: str = "concurrency") -> int:
-    """How many requests may be in flight at once: a positive integer."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValidationError(field, "must be a positive integer", concurrency)
-    return concurrency
+def check_positive_int(value: object, field: str) -> int:
+    """A count or a size: a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(field, "must be a positive integer", value)
+    return value
 
 
 # --- responses
