@@ -38,8 +38,8 @@ from ._models import (
     CompletionParams,
     CompletionResponse,
     MessageLike,
-    check_positive_int,
     check_endpoint,
+    check_positive_int,
 )
 from ._retry import count_attempts
 

@@ -46,9 +46,9 @@ from ._models import (
     CompletionParams,
     CompletionResponse,
     MessageLike,
-    check_positive_int,
     check_endpoint,
     check_messages,
+    check_positive_int,
     check_prompt,
     decode,
 )
