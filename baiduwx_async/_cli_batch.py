@@ -5,15 +5,25 @@ The output file is the only state. Each result is appended as one whole line wit
 whole lines, at worst followed by one torn line after a power loss. On start the ids already
 in the output are skipped, and a final line that is not complete JSON is cut off. An
 exclusive lock on the output keeps two runs from writing the same file at once.
+
+Many runs, on one machine or many, can share one quota and one access token through Redis
+(`--redis URL`: `--qps` then applies to all of them together) and split one input between
+them (`--shard I/N`, each run writing its own output). A shard is chosen by a stable hash of
+the id: run I takes the ids with `crc32(json.dumps(id)) % N == I - 1`, so every line of an
+id (duplicates included) falls to the same run whatever the line order, and a line without
+a valid id is reported by run `(line number - 1) % N + 1` only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
@@ -61,6 +71,32 @@ def count_lines(path: str) -> int:
     """The non-blank lines of a file, read in binary without parsing."""
     with open(path, "rb") as file:
         return sum(1 for line in file if line.strip())
+
+
+Shard = tuple[int, int]  #: (I, N): the I-th of N shards, 1-based
+
+
+def shard_of(key: str, count: int) -> int:
+    """The 0-based shard of an id (given as its `id_key`): stable across runs and machines."""
+    return zlib.crc32(key.encode("utf-8")) % count
+
+
+def count_shard_lines(path: str, shard: Shard) -> int:
+    """The lines with an id that falls to `shard` (parsing each line)."""
+    index, count = shard
+    total = 0
+    with open(path, "rb") as file:
+        for line in file:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            key = id_key(record.get("id")) if isinstance(record, dict) else None
+            if key is not None and shard_of(key, count) == index - 1:
+                total += 1
+    return total
 
 
 class ResultFile:
@@ -156,11 +192,19 @@ class BatchInputs:
     its id, so it stays as small as the number of items in flight.
     """
 
-    def __init__(self, path: str, mode: str, done: set[str], warn: Callable[[str], object]) -> None:
+    def __init__(
+        self,
+        path: str,
+        mode: str,
+        done: set[str],
+        warn: Callable[[str], object],
+        shard: Shard | None = None,
+    ) -> None:
         self._path = path
         self._mode = mode
         self._done = done
         self._warn = warn
+        self._shard = shard
         self._ids: dict[int, object] = {}
         self.skipped = 0
         self.duplicates = 0
@@ -185,6 +229,8 @@ class BatchInputs:
                 if key is None:
                     self._invalid(number, 'needs an "id" that is a string or an integer')
                     continue
+                if self._shard is not None and shard_of(key, self._shard[1]) != self._shard[0] - 1:
+                    continue  # another run's
                 if key in seen:
                     self.duplicates += 1
                     if self.duplicates <= MAX_WARNINGS:
@@ -199,6 +245,8 @@ class BatchInputs:
                 yield self._item(record)
 
     def _invalid(self, number: int, why: str) -> None:
+        if self._shard is not None and (number - 1) % self._shard[1] != self._shard[0] - 1:
+            return  # reported by the run this line number falls to
         self.invalid += 1
         if self.invalid <= MAX_WARNINGS:
             self._warn(f"line {number}: {why}; skipped")
@@ -308,7 +356,13 @@ async def _process(
     params = generation_params(args)
     options: dict[str, Any] = {"concurrency": args.concurrency, "qps": args.qps, **params}
     fatal: Exception | None = None
-    async with wx.AsyncClient(credentials=credentials, max_concurrency=args.concurrency) as client:
+    async with AsyncExitStack() as stack:
+        shared, fatal_errors = await _shared_state(args, stack)
+        if "rate_limiter" in shared:
+            options["qps"] = None  # the shared limiter paces this run among the others
+        client = await stack.enter_async_context(
+            wx.AsyncClient(credentials=credentials, max_concurrency=args.concurrency, **shared)
+        )
         batch: wx.BatchIterator[Any, Any]
         if args.mode == "complete":
             batch = client.iter_batch_complete(args.endpoint, inputs, **options)
@@ -317,13 +371,55 @@ async def _process(
         async with batch as results:
             async for result in results:
                 item_id = inputs.pop(result.index)
-                if isinstance(result.error, FATAL_ERRORS):
+                if isinstance(result.error, fatal_errors):
                     fatal = result.error
                     break
                 output.write(result_record(item_id, result))
                 bar.advance(result.ok)
     if fatal is not None:
         raise fatal
+
+
+async def _shared_state(
+    args: argparse.Namespace, stack: AsyncExitStack
+) -> tuple[dict[str, Any], tuple[type[Exception], ...]]:
+    """With `--redis`: the client's shared token store and (with `--qps`) rate limiter, both
+    checked to answer before the first item (an unreachable Redis stops the run here), and
+    the errors that stop the batch."""
+    if not args.redis:
+        return {}, FATAL_ERRORS
+    try:
+        from .redis import RedisLockTimeoutError, RedisRateLimiter, RedisTokenStore
+    except ImportError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    store = await stack.enter_async_context(RedisTokenStore(args.redis))
+    await store.ping()
+    shared: dict[str, Any] = {"token_store": store}
+    if args.qps is not None:
+        limiter = await stack.enter_async_context(RedisRateLimiter(args.redis, qps=args.qps))
+        await limiter.ping()
+        shared["rate_limiter"] = limiter
+    # a token fetch lock held elsewhere for lock_timeout would hold up every item alike
+    return shared, (*FATAL_ERRORS, RedisLockTimeoutError)
+
+
+class _LogToConsole(logging.Handler):
+    """The Redis module's records (an outage and its end) as lines on the console."""
+
+    def __init__(self, warn: Callable[[str], object], note: Callable[[str], object]) -> None:
+        super().__init__(logging.INFO)
+        self._warn = warn
+        self._note = note
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = redact(record.getMessage())
+        except Exception:  # a record that cannot be formatted is not worth failing for
+            return
+        if record.levelno >= logging.WARNING:
+            self._warn(message)
+        else:
+            self._note(message)
 
 
 def run_batch(args: argparse.Namespace) -> int:
@@ -335,14 +431,25 @@ def run_batch(args: argparse.Namespace) -> int:
     def warn(message: str) -> None:
         console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
+    def note(message: str) -> None:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    shard: Shard | None = getattr(args, "shard", None)
+    redis_logger = logging.getLogger("baiduwx_async.redis")
+    handler = _LogToConsole(warn, note)
+    saved_level = redis_logger.level
+    if getattr(args, "redis", None):
+        redis_logger.addHandler(handler)
+        redis_logger.setLevel(logging.INFO)
     output = ResultFile(args.output)
     interrupted = False
     try:
         done, unreadable = output.recover()
         if unreadable:
             warn(f"{args.output}: {unreadable} unreadable line(s) ignored")
-        total = max(0, count_lines(args.input) - len(done))
-        inputs = BatchInputs(args.input, args.mode, done, warn)
+        lines = count_lines(args.input) if shard is None else count_shard_lines(args.input, shard)
+        total = max(0, lines - len(done))
+        inputs = BatchInputs(args.input, args.mode, done, warn, shard)
         enabled = console.is_terminal and not args.no_progress
         bar = ProgressBar(total, console, enabled=enabled, description=args.mode)
         stopped_early = True  # by an error before any result: the error line says it all
@@ -358,6 +465,8 @@ def run_batch(args: argparse.Namespace) -> int:
                 _summary(console, bar, inputs, interrupted)
     finally:
         output.close()
+        redis_logger.removeHandler(handler)
+        redis_logger.setLevel(saved_level)
     return EXIT_FAILURE if bar.failed or inputs.invalid else EXIT_OK
 
 

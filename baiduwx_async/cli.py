@@ -4,6 +4,7 @@
 baiduwx chat ENDPOINT [PROMPT]          stream an answer; without PROMPT, a conversation
 baiduwx complete ENDPOINT PROMPT        stream a completion
 baiduwx batch ENDPOINT IN.jsonl -o OUT.jsonl [--chat|--complete] [--concurrency N] [--qps Q]
+              [--redis URL] [--shard I/N]
 baiduwx emulator [--host H] [--port P] [--config FILE]
 baiduwx demo                            everything above against an in-process emulator
 ```
@@ -175,6 +176,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """`I/N` -> (I, N), 1 <= I <= N."""
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 2/4: {text!r}") from None
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N: {text!r}")
+    return i, n
+
+
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation parameters (server defaults when omitted)")
     group.add_argument("--temperature", type=float, help="randomness, in (0, 1]")
@@ -231,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests in flight at most (default 16)")  # fmt: skip
     batch.add_argument("--qps", type=_positive_float, metavar="Q",
                        help="requests started per second at most")  # fmt: skip
+    batch.add_argument("--redis", metavar="URL",
+                       help="share the token and the --qps quota with every run using this "
+                       "Redis (redis://[:password@]host:port/db; extra 'redis')")  # fmt: skip
+    batch.add_argument("--shard", type=_shard, metavar="I/N",
+                       help="run only shard I of N (1-based): the ids whose stable hash "
+                       "falls to it, so N runs split one INPUT without overlap")  # fmt: skip
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_generation_options(batch)
     batch.set_defaults(run=_run_batch)
