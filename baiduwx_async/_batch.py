@@ -65,6 +65,7 @@ class BatchResult(Generic[I, R]):
 
     @property
     def ok(self) -> bool:
+        """True when the item has a response."""
         return self.error is None
 
 

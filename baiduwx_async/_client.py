@@ -215,6 +215,7 @@ class AsyncClient(BatchMethods):
 
     @property
     def base_url(self) -> httpx.URL:
+        """The service root every route is appended to."""
         return self._base_url
 
     def __repr__(self) -> str:

@@ -67,9 +67,13 @@ class RateLimiter(Protocol):
     """The seam: the client calls `acquire()` before every model request attempt and
     `feedback()` after every answer. A shared (Redis) limiter implements the same protocol."""
 
-    async def acquire(self) -> None: ...
+    async def acquire(self) -> None:
+        """Wait until one more request may start."""
+        ...
 
-    async def feedback(self, *, throttled: bool, ratelimit: RateLimitInfo | None) -> None: ...
+    async def feedback(self, *, throttled: bool, ratelimit: RateLimitInfo | None) -> None:
+        """Learn from an answer: `throttled` after a rate-limit error; its headers."""
+        ...
 
 
 class NoLimit:
@@ -78,9 +82,11 @@ class NoLimit:
     rate: float | None = None
 
     async def acquire(self) -> None:
+        """Never waits."""
         return None
 
     async def feedback(self, *, throttled: bool, ratelimit: RateLimitInfo | None) -> None:
+        """Ignores what it is told."""
         return None
 
     def __repr__(self) -> str:
@@ -145,14 +151,17 @@ class AdaptiveRateLimiter:
 
     @property
     def qps(self) -> float | None:
+        """The configured requests per second (`None`: none)."""
         return self._qps
 
     @property
     def rpm(self) -> float | None:
+        """The configured requests per minute (`None`: none)."""
         return self._rpm
 
     @property
     def adaptive(self) -> bool:
+        """Whether rate-limit answers slow it down (and successes speed it up again)."""
         return self._adaptive
 
     @property

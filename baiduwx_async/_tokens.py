@@ -47,9 +47,11 @@ class AccessToken:
     expires_in: float
 
     def is_fresh(self, now: float) -> bool:
+        """Still good to send at wall-clock `now`: less than 90 % of its lifetime gone."""
         return now < self.obtained_at + self.expires_in * REFRESH_AT
 
     def to_json(self) -> str:
+        """The form a store keeps it in (`from_json` reads it back)."""
         return json.dumps(attrs.asdict(self))
 
     @classmethod
@@ -73,16 +75,22 @@ class TokenStore(Protocol):
     others find its token when they get the lock (see `SharedTokenStore`).
     """
 
-    async def load(self, key: str) -> AccessToken | None: ...
+    async def load(self, key: str) -> AccessToken | None:
+        """The token kept for `key`, or `None`."""
+        ...
 
-    async def save(self, key: str, token: AccessToken) -> None: ...
+    async def save(self, key: str, token: AccessToken) -> None:
+        """Keep `token` for `key`, replacing any other."""
+        ...
 
 
 @runtime_checkable
 class SharedTokenStore(TokenStore, Protocol):
     """A token store with a lock across processes around fetching."""
 
-    def fetch_lock(self, key: str) -> AbstractAsyncContextManager[None]: ...
+    def fetch_lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Held, across processes, while one of them loads and (if need be) fetches."""
+        ...
 
 
 class MemoryTokenStore:
@@ -92,9 +100,11 @@ class MemoryTokenStore:
         self._tokens: dict[str, AccessToken] = {}
 
     async def load(self, key: str) -> AccessToken | None:
+        """The token kept for `key`, or `None`."""
         return self._tokens.get(key)
 
     async def save(self, key: str, token: AccessToken) -> None:
+        """Keep `token` for `key`."""
         self._tokens[key] = token
 
     def __repr__(self) -> str:
@@ -118,9 +128,11 @@ class FileTokenStore:
         return self.directory / f"{key}.json"
 
     async def load(self, key: str) -> AccessToken | None:
+        """The token in `key`'s file; `None` if absent, unreadable or readable by others."""
         return _read_private_token(self._path(key))
 
     async def save(self, key: str, token: AccessToken) -> None:
+        """Write `key`'s file atomically, mode 0600."""
         _write_private_token(self._path(key), token)
 
     def __repr__(self) -> str:
@@ -196,6 +208,7 @@ class TokenManager:
 
     @property
     def store(self) -> TokenStore:
+        """Where this manager keeps its tokens."""
         return self._store
 
     async def get_token(self) -> str:
