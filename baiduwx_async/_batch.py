@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import attrs
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._errors import ValidationError
 from ._limits import AdaptiveRateLimiter
@@ -42,6 +40,10 @@ from ._models import (
     check_positive_int,
 )
 from ._retry import count_attempts
+
+if TYPE_CHECKING:  # anyio loads these on first use; importing us should not
+    from anyio.abc import TaskGroup
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["BatchIterator", "BatchMethods", "BatchProgress", "BatchResult", "run_ordered"]
 

@@ -176,7 +176,7 @@ def _write_private_token(path: Path, token: AccessToken) -> None:
 class _Flight:
     """One token fetch that every caller arriving meanwhile waits on."""
 
-    done: anyio.Event = attrs.field(factory=anyio.Event)
+    done: anyio.Event = attrs.field(factory=lambda: anyio.Event())
     token: AccessToken | None = None
     error: Exception | None = None
 
