@@ -16,6 +16,16 @@ TOKEN = "24.tok-1.2592000.1485516651.282335-8574074"
 FAST_RETRIES = wx.RetryPolicy(max_retries=3, initial_backoff=0.001, max_backoff=0.002)
 
 
+class FakeClock:
+    """A wall clock a test moves by hand (unix seconds)."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def chat_body(result: str = "你好！有什么我可以帮助你的吗？", **extra: Any) -> dict[str, Any]:
     """A chat answer as PROTOCOL §4 shows it."""
     return {

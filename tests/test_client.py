@@ -168,3 +168,19 @@ async def test_base_url_trailing_slash_and_path_are_kept(router: respx.MockRoute
         await client.chat("mpt30b", [wx.user("hi")])
     assert route.call_count == 1
     assert BASE_URL not in str(route.calls.last.request.url)
+
+
+def test_building_a_client_switches_on_the_httpx_log_redaction() -> None:
+    httpx_logger = logging.getLogger("httpx")
+    ours = [f for f in httpx_logger.filters if type(f).__name__ == "_RedactTokens"]
+    for f in ours:
+        httpx_logger.removeFilter(f)
+    try:
+        make_client()
+        assert [type(f).__name__ for f in httpx_logger.filters].count("_RedactTokens") == 1
+        make_client()
+        assert [type(f).__name__ for f in httpx_logger.filters].count("_RedactTokens") == 1
+    finally:
+        if not any(type(f).__name__ == "_RedactTokens" for f in httpx_logger.filters):
+            for f in ours:
+                httpx_logger.addFilter(f)

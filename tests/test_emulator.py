@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,6 +11,9 @@ import pytest
 
 from baiduwx_async import _signing
 from baiduwx_async.emulator import Emulator, EmulatorConfig
+
+from .emulator_fixtures import asgi_client
+from .support import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -26,19 +28,6 @@ GOOD_CLIENT = {
     "client_id": "test-api-key",
     "client_secret": "test-secret-key",
 }
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def asgi_client(emulator: Emulator) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=emulator.app)
-    return httpx.AsyncClient(transport=transport, base_url="http://emulator")
 
 
 def assert_error(response: httpx.Response, code: int, message: str | None = None) -> None:
@@ -72,24 +61,8 @@ async def call(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def emu(clock: FakeClock) -> Emulator:
     return Emulator(EmulatorConfig(seed=7), clock=clock)
-
-
-@pytest.fixture
-async def client(emu: Emulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(emu) as http:
-        yield http
-
-
-@pytest.fixture
-def token(emu: Emulator) -> str:
-    return emu.issue_token()
 
 
 # --- OAuth -----------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -37,24 +36,8 @@ STREAM = {"messages": MESSAGES, "stream": True}
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def emu(clock: FakeClock) -> Emulator:
     return Emulator(EmulatorConfig(seed=5), clock=clock)
-
-
-@pytest.fixture
-async def client(emu: Emulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(emu) as http:
-        yield http
-
-
-@pytest.fixture
-def token(emu: Emulator) -> str:
-    return emu.issue_token()
 
 
 # --- faults ----------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,7 +16,6 @@ from .test_emulator import (
     ID_RE,
     MESSAGES,
     FakeClock,
-    asgi_client,
     assert_error,
     assert_ok,
     call,
@@ -63,24 +61,8 @@ def data_chunks(text: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def emu(clock: FakeClock) -> Emulator:
     return Emulator(EmulatorConfig(seed=11), clock=clock)
-
-
-@pytest.fixture
-async def client(emu: Emulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(emu) as http:
-        yield http
-
-
-@pytest.fixture
-def token(emu: Emulator) -> str:
-    return emu.issue_token()
 
 
 # --- framing ---------------------------------------------------------------------------------

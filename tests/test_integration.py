@@ -18,6 +18,8 @@ import pytest
 import baiduwx_async as wx
 from baiduwx_async.testing import RunningEmulator, run_emulator
 
+from .support import FakeClock
+
 pytestmark = pytest.mark.anyio
 
 ENDPOINT = "mpt30b"
@@ -32,16 +34,6 @@ FAST = wx.RetryPolicy(max_retries=6, initial_backoff=0.005, max_backoff=0.05)
 def anyio_backend() -> str:
     """uvicorn runs on asyncio only; the ASGI tests below choose their own backends."""
     return "asyncio"
-
-
-class FakeClock:
-    """A wall clock a test moves by hand (unix seconds)."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @asynccontextmanager

@@ -21,6 +21,7 @@ from .support import (
     CHAT_URL,
     SECRET_KEY,
     TOKEN_URL,
+    FakeClock,
     chat_body,
     error_body,
     make_client,
@@ -152,14 +153,6 @@ async def test_transient_token_endpoint_failures_are_retried(router: respx.MockR
     async with make_client() as client:
         await client.chat("mpt30b", [wx.user("hi")])
     assert token_route.call_count == 3
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_token_is_refreshed_ahead_of_expiry(router: respx.MockRouter) -> None:
