@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, MutableMapping
 from typing import Protocol
 
 import attrs
@@ -180,8 +180,10 @@ class RequestAuth(Protocol):
         """The URL to send to (with the access token, if that is how we authenticate)."""
         ...
 
-    def authorize(self, request: httpx.Request) -> None:
-        """Stamp the request built for that URL (sign it, if that is how we authenticate)."""
+    def authorize(
+        self, method: str, url: httpx.URL, headers: Mapping[str, str]
+    ) -> Mapping[str, str]:
+        """The headers to send to that URL: `headers` as they are, or a signed copy."""
         ...
 
     async def recover(self, error: APIError, token: str | None) -> bool:
@@ -217,8 +219,10 @@ class AccessTokenAuth(httpx.Auth):
         self._stamped[id(url)] = (url, token, stamped)
         return stamped, token
 
-    def authorize(self, request: httpx.Request) -> None:
-        pass  # the token travels in the URL
+    def authorize(
+        self, method: str, url: httpx.URL, headers: Mapping[str, str]
+    ) -> Mapping[str, str]:
+        return headers  # the token travels in the URL
 
     async def recover(self, error: APIError, token: str | None) -> bool:
         if isinstance(self._source, StaticToken) or token is None:
@@ -261,13 +265,22 @@ class BceSigningAuth(httpx.Auth):
     async def url_for(self, url: httpx.URL) -> tuple[httpx.URL, None]:
         return url, None
 
-    def authorize(self, request: httpx.Request) -> None:
-        self.sign(request)
+    def authorize(
+        self, method: str, url: httpx.URL, headers: Mapping[str, str]
+    ) -> Mapping[str, str]:
+        # Host is signed, so it is set here as httpx would set it, for every transport.
+        signed = {name.lower(): value for name, value in headers.items()}
+        signed.setdefault("host", url.netloc.decode("ascii"))
+        self._stamp(method, url, signed)
+        return signed
 
     def sign(self, request: httpx.Request) -> None:
         """Set `x-bce-date` and `Authorization` on `request` for the current time."""
+        self._stamp(request.method, request.url, request.headers)
+
+    def _stamp(self, method: str, url: httpx.URL, headers: MutableMapping[str, str]) -> None:
+        """Add `x-bce-date` and `authorization` to `headers` (whose names are lower case)."""
         now = self._clock()
-        headers = request.headers
         headers["x-bce-date"] = _signing.format_timestamp(now)
         names = set(SIGNED_HEADERS)
         names.update(name for name in headers if name.startswith("x-bce-"))
@@ -275,9 +288,9 @@ class BceSigningAuth(httpx.Auth):
         headers["authorization"] = _signing.sign(
             access_key=self._credentials.access_key,
             secret_key=self._credentials.secret_key,
-            method=request.method,
-            path=request.url.path,
-            query=request.url.params.multi_items(),
+            method=method,
+            path=url.path,
+            query=url.params.multi_items(),
             headers=headers.items(),
             timestamp=now,
             expiration=self._credentials.expiration,

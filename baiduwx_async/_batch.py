@@ -154,6 +154,14 @@ class BatchIterator(Generic[I, R]):
     async def __anext__(self) -> BatchResult[I, R]:
         assert self._receive is not None, "use `async with` or `async for`"
         try:
+            # Results waiting are taken at once: a trip through the event loop per result
+            # would let the workers fill the buffer and stall behind this one reader.
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        try:
             return await self._receive.receive()
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
@@ -165,7 +173,9 @@ class BatchIterator(Generic[I, R]):
 
     async def _run_workers(self, send: MemoryObjectSendStream[BatchResult[I, R]]) -> None:
         inputs = _numbered(self._inputs)
-        lock = anyio.Lock()  # one reader of the inputs at a time
+        # One reader of the inputs at a time. Uncontended, it costs no trip through the
+        # event loop: the call that follows yields anyway, and a batch makes one per item.
+        lock = anyio.Lock(fast_acquire=True)
         async with send, anyio.create_task_group() as workers:
             for _ in range(self._concurrency):
                 workers.start_soon(self._work, inputs, lock, send.clone())
@@ -201,7 +211,12 @@ class BatchIterator(Generic[I, R]):
                             time.monotonic() - self._started_at,
                         )
                     )
-                await send.send(result)
+                try:
+                    send.send_nowait(result)  # room in the buffer: no trip through the loop
+                except anyio.WouldBlock:
+                    await send.send(result)
+                except anyio.BrokenResourceError:
+                    return  # the reader left early; the batch is being cancelled
 
 
 async def _numbered(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[int, Any]]:

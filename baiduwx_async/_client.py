@@ -59,10 +59,10 @@ from ._sender import (
     PreparedCall,
     Sender,
     install_log_redaction,
-    make_transport,
 )
 from ._streaming import ChatStream, ChunkReader, CompletionStream
 from ._tokens import AccessToken, TokenManager, TokenStore
+from ._transport import HttpxTransport, Reply, Transport, make_transport
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient"]
 
@@ -160,18 +160,16 @@ class AsyncClient(BatchMethods):
             check_positive_int(max_concurrency, "max_concurrency")
         if rate_limiter is not None and (qps is not None or rpm is not None):
             raise ValidationError("rate_limiter", "give either rate_limiter or qps/rpm, not both")
-        self._owns_http = http_client is None
-        transport = None
+        transport: Transport
         if http_client is None:
-            transport = make_transport(http_backend, max_concurrency or DEFAULT_MAX_CONNECTIONS)
-            http_client = httpx.AsyncClient(timeout=self._timeout, transport=transport)
+            pool_size = max_concurrency or DEFAULT_MAX_CONNECTIONS
+            transport = make_transport(http_backend, pool_size, self._timeout)
         elif http_backend != "httpx":
             raise ValidationError("http_backend", "cannot be chosen with your own http_client")
-        self._http = http_client
+        else:
+            transport = HttpxTransport(client=http_client)
         self._sender = Sender(
-            http_client,
-            transport=transport,
-            asyncio_only=http_backend == "aiohttp",
+            transport,
             limiter=rate_limiter or AdaptiveRateLimiter(qps=qps, rpm=rpm),
             max_in_flight=max_concurrency,
             max_response_bytes=check_positive_int(max_response_bytes, "max_response_bytes"),
@@ -208,10 +206,16 @@ class AsyncClient(BatchMethods):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool, unless it belongs to a caller's `http_client`."""
-        if self._owns_http:
-            with anyio.CancelScope(shield=True):
-                await self._http.aclose()
+        """Close the connection pool, unless it belongs to a caller's `http_client`.
+        Calls made afterwards raise `RuntimeError`."""
+        self._sender.closed = True
+        with anyio.CancelScope(shield=True):
+            await self._sender.transport.aclose()
+
+    @property
+    def is_closed(self) -> bool:
+        """True once `aclose()` was called (or the `async with` block was left)."""
+        return self._sender.closed
 
     @property
     def base_url(self) -> httpx.URL:
@@ -420,7 +424,7 @@ class AsyncClient(BatchMethods):
                 "Content-Type": "application/json",
                 protocol.REQUEST_ID_HEADER: request_id or protocol.new_request_id(),
             },
-            extensions={"timeout": self._timeout_dict(timeout)},
+            timeout=self._timeout if timeout is None else _as_timeout(timeout),
             policy=policy,
         )
 
@@ -434,14 +438,10 @@ class AsyncClient(BatchMethods):
             url = self._urls[kind, endpoint] = httpx.URL(f"{self._base_url}{path}")
         return url
 
-    def _timeout_dict(self, timeout: TimeoutLike) -> dict[str, float | None]:
-        # Always set: requests may go to the transport directly, where no client default applies.
-        return (self._timeout if timeout is None else _as_timeout(timeout)).as_dict()
-
     async def _open_stream(
         self,
         call: PreparedCall,
-        first_chunk: Callable[[httpx.Response], Awaitable[tuple[ChunkReader[C], C | None]]],
+        first_chunk: Callable[[Reply, str | None], Awaitable[tuple[ChunkReader[C], C | None]]],
     ) -> tuple[ChunkReader[C], C | None]:
         reader, first = (await self._sender.send(call, prime=first_chunk)).data
         reader.on_close = self._sender.release  # an open stream holds its place in flight
@@ -454,10 +454,10 @@ class AsyncClient(BatchMethods):
             content=b"",
             headers={},
             policy=self._retry,
-            extensions={"timeout": self._timeout_dict(None)},
+            timeout=self._timeout,
         )
         answer = await self._sender.send(call)
-        return parse_token_response(answer.response.status_code, answer.body, now=self._clock())
+        return parse_token_response(answer.status_code, answer.body, now=self._clock())
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,6 +1,7 @@
 """
 The retry loop: one prepared call, sent until it succeeds, its error is final, or its
-retries are spent. With `_streaming`, the only code of the core that awaits the network.
+retries are spent. With `_streaming`, the only code of the core that awaits the network,
+through a `_transport.Transport` (httpx or aiohttp).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-import attrs
 import httpx
 
 from . import _protocol as protocol
@@ -23,14 +23,13 @@ from ._errors import (
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
-    RequestTimeoutError,
     TransportError,
-    ValidationError,
     WenxinError,
 )
 from ._limits import RateLimiter
 from ._models import RateLimitInfo
 from ._retry import RetryPolicy, note_attempt
+from ._transport import OutgoingRequest, Reply, Transport
 
 __all__ = ["Answer", "PreparedCall", "Sender", "install_log_redaction"]
 
@@ -42,73 +41,89 @@ P = TypeVar("P")
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
-@attrs.frozen
 class PreparedCall:
     """Everything about a call that stays the same from one attempt to the next."""
 
-    url: httpx.URL
-    content: bytes
-    headers: dict[str, str]
-    policy: RetryPolicy
-    auth: RequestAuth | None = None
-    extensions: dict[str, Any] = attrs.field(factory=dict)
-
-    async def build(self) -> tuple[httpx.Request, str | None]:
-        """A fresh request for one attempt, authorized (signed, token added) just now."""
-        url, token = (self.url, None) if self.auth is None else await self.auth.url_for(self.url)
-        request = httpx.Request(
-            "POST", url, content=self.content, headers=self.headers, extensions=self.extensions
-        )
-        if self.auth is not None:
-            self.auth.authorize(request)
-        return request, token
-
-
-@attrs.frozen
-class Answer:
-    """A successful answer: the response, its decoded JSON (or, for a stream, what `prime`
-    read of it), its headers as a plain dict (lower-case names; read once, since
-    `httpx.Headers` lookups are slow) and the request id the server echoed or we sent."""
-
-    response: httpx.Response
-    data: Any
-    headers: dict[str, str]
-    request_id: str | None
-    ratelimit: RateLimitInfo
-    body: bytes
-
-
-class Sender:
-    """Sends prepared calls over one `httpx.AsyncClient`, under one rate limiter and one
-    cap on requests in flight (a stream holds its place until it is closed)."""
+    # Plain slotted classes here and below: one of each is made per call.
+    __slots__ = ("auth", "content", "headers", "policy", "timeout", "url")
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        asyncio_only: bool = False,
+        url: httpx.URL,
+        content: bytes,
+        headers: dict[str, str],
+        policy: RetryPolicy,
+        timeout: httpx.Timeout,
+        auth: RequestAuth | None = None,
+    ) -> None:
+        self.url = url
+        self.content = content
+        self.headers = headers
+        self.policy = policy
+        self.timeout = timeout
+        self.auth = auth
+
+    async def build(self) -> tuple[OutgoingRequest, str | None]:
+        """A fresh request for one attempt, authorized (signed, token added) just now."""
+        if self.auth is None:
+            return OutgoingRequest("POST", self.url, self.headers, self.content, self.timeout), None
+        url, token = await self.auth.url_for(self.url)
+        headers = self.auth.authorize("POST", url, self.headers)
+        return OutgoingRequest("POST", url, headers, self.content, self.timeout), token
+
+
+class Answer:
+    """A successful answer: its status, its decoded JSON (or, for a stream, what `prime`
+    read of it), its headers (lower-case names), the request id the server echoed or we
+    sent, its rate-limit headers and its body (empty for a stream)."""
+
+    __slots__ = ("body", "data", "headers", "ratelimit", "request_id", "status_code")
+
+    def __init__(
+        self,
+        status_code: int,
+        data: Any,
+        headers: dict[str, str],
+        request_id: str | None,
+        ratelimit: RateLimitInfo,
+        body: bytes,
+    ) -> None:
+        self.status_code = status_code
+        self.data = data
+        self.headers = headers
+        self.request_id = request_id
+        self.ratelimit = ratelimit
+        self.body = body
+
+
+class Sender:
+    """Sends prepared calls over one transport, under one rate limiter and one cap on
+    requests in flight (a stream holds its place until it is closed)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
         limiter: RateLimiter | None = None,
         max_in_flight: int | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.http = http
+        self.transport = transport
+        self.closed = False
         self.max_response_bytes = max_response_bytes
-        # With our own client, prepared requests go straight to its transport: httpx's
-        # client layer (URL and header merging, cookies, auth and redirect flows, event
-        # hooks) costs more CPU than the transport and does nothing for us.
-        self._transport = transport
-        self._asyncio_only = asyncio_only
         self.limiter = limiter
-        self._slots = anyio.Semaphore(max_in_flight) if max_in_flight else None
+        # fast_acquire: a free place is taken without a trip through the event loop (the
+        # request that follows yields anyway); a full cap still waits in line, fairly.
+        self._slots = anyio.Semaphore(max_in_flight, fast_acquire=True) if max_in_flight else None
         self._clock = clock
 
     async def send(
         self,
         call: PreparedCall,
         *,
-        prime: Callable[[httpx.Response], Awaitable[P]] | None = None,
+        prime: Callable[[Reply, str | None], Awaitable[P]] | None = None,
     ) -> Answer:
         """Send `call` until it succeeds.
 
@@ -118,8 +133,8 @@ class Sender:
         then is retried too; what `prime` returns takes the place of the JSON, and the
         caller must `release()` the stream's place when it closes.
         """
-        if self._asyncio_only:
-            _require_asyncio()
+        if self.closed:
+            raise RuntimeError("this client is closed; make a new AsyncClient")
         policy = call.policy
         retries = 0
         replayed = False
@@ -138,39 +153,28 @@ class Sender:
             keep_slot = False
             error: WenxinError
             try:
-                if self._transport is not None:
-                    response = await self._transport.handle_async_request(request)
-                    response.request = request
-                else:
-                    response = await self.http.send(request, stream=True)
-                headers = dict(response.headers.items())
+                reply = await self.transport.send(request)
+                headers = reply.headers
                 request_id = headers.get(protocol.RESPONSE_ID_HEADER) or call.headers.get(
                     protocol.REQUEST_ID_HEADER
                 )
-                if prime is not None and _is_event_stream(response.status_code, headers):
+                if prime is not None and _is_event_stream(reply.status_code, headers):
                     try:
                         ratelimit = await self._feedback(None, headers)
-                        primed = await prime(response)
+                        primed = await prime(reply, request_id)
                     except BaseException:
                         with anyio.CancelScope(shield=True):
-                            await response.aclose()
+                            await reply.aclose()
                         raise
                     keep_slot = True  # until the stream closes
-                    return Answer(response, primed, headers, request_id, ratelimit, b"")
-                try:
-                    body = await _read_body(response, self.max_response_bytes)
-                finally:
-                    await response.aclose()
-            except httpx.TimeoutException as exc:
-                error = RequestTimeoutError(f"{_route(request)} timed out: {exc!r}")
-            except httpx.TransportError as exc:
-                error = TransportError(f"{_route(request)} failed: {protocol.redact(repr(exc))}")
-            except (APIError, TransportError, ProtocolError) as exc:  # from `prime`, `_read_body`
+                    return Answer(reply.status_code, primed, headers, request_id, ratelimit, b"")
+                body = await reply.read(self.max_response_bytes)
+            except (APIError, TransportError, ProtocolError) as exc:  # also from `prime`
                 error = exc
             else:
                 found, data = protocol.error_in_answer(
-                    response.status_code,
-                    response.reason_phrase,
+                    reply.status_code,
+                    reply.reason_phrase,
                     headers,
                     body,
                     request_id=request_id,
@@ -179,7 +183,7 @@ class Sender:
                 )
                 ratelimit = await self._feedback(found, headers)
                 if found is None:
-                    return Answer(response, data, headers, request_id, ratelimit, body)
+                    return Answer(reply.status_code, data, headers, request_id, ratelimit, body)
                 error = found
             finally:
                 if not keep_slot:
@@ -219,55 +223,8 @@ class Sender:
         return ratelimit
 
 
-async def _read_body(response: httpx.Response, limit: int) -> bytes:
-    """The whole (decoded) body, refused once it passes `limit` bytes: a broken or hostile
-    server must not make us hold gigabytes, compressed or not."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ProtocolError(f"answer of {declared} bytes is over the limit of {limit}")
-    parts: list[bytes] = []
-    size = 0
-    async for part in response.aiter_bytes():
-        size += len(part)
-        if size > limit:
-            raise ProtocolError(f"answer is over the limit of {limit} bytes")
-        parts.append(part)
-    return b"".join(parts)
-
-
-def make_transport(backend: str, pool: int) -> httpx.AsyncBaseTransport:
-    """The transport of a client we own: keep-alive as large as the pool, so no
-    connection is closed only to be opened again under load."""
-    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-    if backend == "httpx":
-        return httpx.AsyncHTTPTransport(limits=limits)
-    if backend == "aiohttp":
-        try:
-            from httpx_aiohttp import AiohttpTransport
-        except ImportError:
-            raise ValidationError(
-                "http_backend",
-                "\"aiohttp\" needs the aiohttp extra: pip install 'baiduwx_async[aiohttp]'",
-            ) from None
-        transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits)
-        return transport
-    raise ValidationError("http_backend", 'must be "httpx" or "aiohttp"', backend)
-
-
-def _require_asyncio() -> None:
-    if not anyio.get_cancelled_exc_class().__module__.startswith("asyncio"):
-        raise RuntimeError(
-            'http_backend="aiohttp" runs on asyncio only; use the default "httpx" backend '
-            "under trio"
-        )
-
-
 def _is_event_stream(status_code: int, headers: dict[str, str]) -> bool:
     return status_code == 200 and headers.get("content-type", "").startswith("text/event-stream")
-
-
-def _route(request: httpx.Request) -> str:
-    return f"{request.method} {request.url.host}{request.url.path}"
 
 
 class _RedactTokens(logging.Filter):

@@ -16,12 +16,12 @@ from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
-import httpx
 
 from ._errors import (
     RequestTimeoutError,
     StreamError,
     TransportError,
+    WenxinError,
     api_error_from_body,
 )
 from ._models import (
@@ -33,8 +33,9 @@ from ._models import (
     Usage,
     decode,
 )
-from ._protocol import REQUEST_ID_HEADER, RESPONSE_ID_HEADER, excerpt
+from ._protocol import excerpt
 from ._sse import SSEDecoder, SSEEvent
+from ._transport import Reply
 
 __all__ = ["ChatStream", "ChunkReader", "CompletionStream"]
 
@@ -47,16 +48,16 @@ class ChunkReader(Generic[C]):
 
     def __init__(
         self,
-        response: httpx.Response,
+        reply: Reply,
         chunk_class: type[C],
         request_id: str | None,
         *,
         max_line_bytes: int = 1 << 20,
     ):
-        self.response = response
+        self.reply = reply
         self.request_id = request_id
         self._chunk_class: type[C] = chunk_class
-        self._bytes: AsyncGenerator[bytes, None] = response.aiter_bytes()  # type: ignore[assignment]
+        self._bytes: AsyncGenerator[bytes, None] = reply.aiter_bytes()  # type: ignore[assignment]
         self._decoder = SSEDecoder(max_line_bytes=max_line_bytes)
         self._events: deque[SSEEvent] = deque()
         self._eof = False
@@ -69,7 +70,7 @@ class ChunkReader(Generic[C]):
         """Close the response at once, whatever cancellation is under way."""
         with anyio.CancelScope(shield=True):
             await self._bytes.aclose()
-            await self.response.aclose()
+            await self.reply.aclose()
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()
@@ -86,12 +87,10 @@ class ChunkReader(Generic[C]):
             except StopAsyncIteration:
                 self._eof = True
                 self._events.extend(self._decoder.close())
-            except httpx.TimeoutException as exc:
-                raise RequestTimeoutError(
-                    f"no stream data within the read timeout ({type(exc).__name__})"
-                ) from None
-            except httpx.TransportError as exc:
-                raise TransportError(f"stream broken: {type(exc).__name__}: {exc}") from None
+            except RequestTimeoutError:
+                raise
+            except TransportError as exc:
+                raise TransportError(f"stream broken: {exc}") from None
             else:
                 self._events.extend(self._decoder.feed(data))
 
@@ -101,7 +100,7 @@ class ChunkReader(Generic[C]):
             try:
                 async for _ in self._bytes:
                     pass
-            except httpx.HTTPError:
+            except WenxinError:
                 pass  # the answer is complete; a failure here only costs the connection
 
     def _parse(self, event: SSEEvent) -> C:
@@ -130,7 +129,7 @@ class ChunkReader(Generic[C]):
 #: How a stream gets started: the client sends the request, with retries, and calls the
 #: given function to read the first chunk inside its retry loop.
 OpenStream = Callable[
-    [Callable[[httpx.Response], Awaitable[tuple[ChunkReader[C], C | None]]]],
+    [Callable[[Reply, str | None], Awaitable[tuple[ChunkReader[C], C | None]]]],
     Awaitable[tuple[ChunkReader[C], C | None]],
 ]
 
@@ -178,7 +177,7 @@ class _Stream(Generic[C, R]):
     def ratelimit(self) -> RateLimitInfo:
         if self._reader is None:
             return RateLimitInfo()
-        return RateLimitInfo.from_headers(self._reader.response.headers)
+        return RateLimitInfo.from_headers(self._reader.reply.headers)
 
     @property
     def finished(self) -> bool:
@@ -193,12 +192,11 @@ class _Stream(Generic[C, R]):
                 raise StreamError("the stream was closed before it started")
             self._reader, self._pending = await self._open_stream(self._first_chunk)
 
-    async def _first_chunk(self, response: httpx.Response) -> tuple[ChunkReader[C], C | None]:
-        request_id = response.headers.get(RESPONSE_ID_HEADER) or response.request.headers.get(
-            REQUEST_ID_HEADER
-        )
+    async def _first_chunk(
+        self, reply: Reply, request_id: str | None
+    ) -> tuple[ChunkReader[C], C | None]:
         reader = ChunkReader(
-            response, self._chunk_class, request_id, max_line_bytes=self._max_line_bytes
+            reply, self._chunk_class, request_id, max_line_bytes=self._max_line_bytes
         )
         first = await reader.next_chunk()
         if first is None:

@@ -343,7 +343,7 @@ def available(name: str) -> bool:
     if name == SDK:
         return has_module("qianfan")
     if name in (OURS_AIOHTTP, BARE_AIOHTTP):
-        return has_module("aiohttp") and (name != OURS_AIOHTTP or has_module("httpx_aiohttp"))
+        return has_module("aiohttp") and (name != OURS_AIOHTTP or has_module("aiohttp"))
     return True
 
 

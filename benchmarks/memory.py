@@ -134,7 +134,7 @@ def child(name: str, url: str, n: int, budget: float) -> None:
         import baiduwx_async  # noqa: F401
 
         if name.endswith("aiohttp"):
-            import httpx_aiohttp  # noqa: F401
+            import aiohttp  # noqa: F401
     items = prompts(n)
     gc.collect()
     baseline = maxrss_mib()

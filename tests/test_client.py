@@ -123,10 +123,15 @@ async def test_caller_http_client_is_used_and_left_open(router: respx.MockRouter
     assert http.is_closed
 
 
-async def test_owned_http_client_is_closed() -> None:
-    client = make_client(credentials=wx.StaticToken(TOKEN))
-    await client.aclose()
-    assert client._http.is_closed
+async def test_a_closed_client_refuses_calls_before_sending(router: respx.MockRouter) -> None:
+    route = router.post(CHAT_URL).mock(return_value=httpx.Response(200, json=chat_body()))
+    async with make_client(credentials=wx.StaticToken(TOKEN)) as client:
+        assert not client.is_closed
+        await client.chat("mpt30b", [wx.user("hi")])
+    assert client.is_closed
+    with pytest.raises(RuntimeError, match="client is closed"):
+        await client.chat("mpt30b", [wx.user("hi")])
+    assert route.call_count == 1
 
 
 async def test_debug_log_and_httpx_log_carry_no_secret(

@@ -7,6 +7,7 @@ The emulator is started with the testing kit (`run_emulator`), which this also t
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,13 +37,37 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+#: Options every client of `emulator_and_client` starts from: the `http_backend` fixture
+#: sets the transport, so each socket test here (and in test_integration_faults) runs on both.
+CLIENT_DEFAULTS: dict[str, Any] = {}
+BACKENDS = ("httpx", "aiohttp")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The ASGI tests, which name their event loop, bring their own (httpx) transport.
+    if "anyio_backend" not in inspect.signature(metafunc.function).parameters:
+        metafunc.parametrize("http_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def http_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    backend: str = getattr(request, "param", "httpx")
+    monkeypatch.setitem(CLIENT_DEFAULTS, "http_backend", backend)
+    return backend
+
+
 @asynccontextmanager
 async def emulator_and_client(
     *, client: dict[str, Any] | None = None, **settings: Any
 ) -> AsyncIterator[tuple[RunningEmulator, wx.AsyncClient]]:
     """An emulator on a socket and a client of it with fast retries and a 10 s timeout."""
     settings.setdefault("seed", 1)
-    options: dict[str, Any] = {"retry_policy": FAST, "timeout": 10.0, **(client or {})}
+    options: dict[str, Any] = {
+        "retry_policy": FAST,
+        "timeout": 10.0,
+        **CLIENT_DEFAULTS,
+        **(client or {}),
+    }
     async with run_emulator(**settings) as emu:
         with anyio.fail_after(30):
             yield emu, emu.client(**options)

@@ -12,7 +12,7 @@ import pytest
 import baiduwx_async as wx
 from baiduwx_async.emulator import FAULT_NAMES, STREAM_FAULTS
 
-from .test_integration import (
+from .test_integration import (  # noqa: F401 (the fixture and hook run both transports)
     COMPLETIONS,
     ENDPOINT,
     FAST,
@@ -20,6 +20,8 @@ from .test_integration import (
     PROMPT,
     emulator_and_client,
     endpoint_stats,
+    http_backend,
+    pytest_generate_tests,
 )
 
 pytestmark = pytest.mark.anyio
@@ -152,7 +154,9 @@ async def test_stream_fault_after_a_chunk_is_reported(fault: str) -> None:
         assert not caught.value.retryable
     stats = emu.stats()
     assert stats["faults"] == {fault: 1}
-    assert endpoint_stats(emu) == {"ok": 2, fault: 1}  # the stream was not retried
+    # The stream was not retried. A client that closes on the fault before the server has
+    # written the rest makes the server count it abandoned instead (aiohttp often does).
+    assert endpoint_stats(emu) in ({"ok": 2, fault: 1}, {"ok": 2, "abandoned": 1})
     assert stats["streams_started"] == 1 and stats["streams_completed"] == 0
 
 

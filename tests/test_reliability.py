@@ -540,7 +540,7 @@ async def test_cancellations_and_abandoned_streams_leak_no_connection() -> None:
                         group.start_soon(worker)
                 elapsed = time.monotonic() - started
                 slots = client._sender._slots
-                pool = client._http._transport._pool  # type: ignore[attr-defined]
+                pool = client._sender.transport.pool._pool  # type: ignore[attr-defined]
                 connections = pool.connections
                 idle = sum(1 for c in connections if c.is_idle())
                 pending = len(pool._requests)
@@ -613,7 +613,7 @@ async def test_stream_cancelled_while_draining_after_its_end_gives_its_place_bac
                 with anyio.move_on_after(0.25) as scope:
                     await stream.collect()
                 assert scope.cancelled_caught and stream.finished, "cancelled after is_end"
-                response_closed = stream._reader is not None and stream._reader.response.is_closed
+                response_closed = stream._reader is not None and stream._reader.reply.is_closed
                 with anyio.move_on_after(3) as next_call:
                     await client.complete(COMPLETIONS, "the next call")
     print(

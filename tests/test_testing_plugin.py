@@ -254,7 +254,7 @@ async def test_run_emulator_closes_its_clients() -> None:
         assert emu.emulator.config.qps == 1
         with pytest.raises(TypeError, match="unknown emulator setting"):
             emu.configure(nonsense=1)
-    assert client._http.is_closed and iam_client._http.is_closed and http.is_closed
+    assert client.is_closed and iam_client.is_closed and http.is_closed
     with pytest.raises(RuntimeError, match="stopped"):
         emu.client()
 
@@ -279,7 +279,7 @@ async def test_run_emulator_asgi_mode(anyio_backend: str) -> None:
         assert reply.result
         response = await emu.http_client().post("/_emulator/revoke")
         assert response.json() == {"ok": True}
-    assert client._http.is_closed
+    assert client.is_closed
 
 
 def test_bad_settings_fail_before_anything_runs() -> None:

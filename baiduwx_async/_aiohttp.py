@@ -1,0 +1,155 @@
+"""
+The aiohttp transport (`http_backend="aiohttp"`, extra `aiohttp`): asyncio only.
+
+Requests go to one keep-alive `aiohttp.ClientSession` as a URL string, a header dict and
+bytes; answers come back as aiohttp's own response, read directly. No httpx request or
+response object is built on the way, which is most of what a call costs beyond aiohttp's
+own work when thousands are in flight. Imported only when this backend is chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import anyio
+import httpx
+
+from ._errors import RequestTimeoutError, TransportError
+from ._protocol import redact
+from ._transport import OutgoingRequest, check_declared_length, over_limit, read_failed
+
+__all__ = ["AiohttpReply", "AiohttpTransport"]
+
+
+class AiohttpTransport:
+    """A pool of `limits.max_connections` keep-alive connections, opened on first use (an
+    aiohttp session belongs to the event loop it was made in). Certificates are verified
+    against the same CA bundle httpx uses."""
+
+    def __init__(self, *, limits: httpx.Limits, timeout: httpx.Timeout) -> None:
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._client_timeout(timeout)  # the client's default, converted once
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            if not anyio.get_cancelled_exc_class().__module__.startswith("asyncio"):
+                raise RuntimeError(
+                    'http_backend="aiohttp" runs on asyncio only; use the default "httpx" '
+                    "backend under trio"
+                )
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections or 0,
+                limit_per_host=0,
+                keepalive_timeout=self._limits.keepalive_expiry or 0,
+                ssl=httpx.create_ssl_context(),
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # Nothing of ours needs cookies, and a jar is work on every answer.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    def _client_timeout(self, timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
+        """httpx's four timeouts as aiohttp's: `pool` bounds the wait for a connection
+        (aiohttp's `connect` covers that wait and the connecting), `connect` the TCP and
+        TLS setup, `read` each silence; aiohttp has no write timeout."""
+        key = (timeout.connect, timeout.read, timeout.pool)
+        converted = self._timeouts.get(key)
+        if converted is None:
+            if len(self._timeouts) >= 64:
+                self._timeouts.clear()
+            pool_wait = None if timeout.pool is None else timeout.pool + (timeout.connect or 0)
+            converted = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None,
+                connect=pool_wait,
+                sock_connect=timeout.connect,
+                sock_read=timeout.read,
+            )
+        return converted
+
+    async def send(self, request: OutgoingRequest) -> AiohttpReply:
+        try:
+            response = await self.session.request(
+                request.method,
+                str(request.url),
+                data=request.content,
+                headers=request.headers,
+                timeout=self._client_timeout(request.timeout),
+                allow_redirects=False,
+            )
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise RequestTimeoutError(f"{request.route} timed out: {exc!r}") from None
+        except aiohttp.ClientError as exc:
+            # Some aiohttp errors quote the URL, and ours carries the token
+            raise TransportError(f"{request.route} failed: {redact(repr(exc))}") from None
+        return AiohttpReply(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class AiohttpReply:
+    __slots__ = ("headers", "response")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.headers: dict[str, str] = {
+            name.lower(): value for name, value in response.headers.items()
+        }
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status
+
+    @property
+    def reason_phrase(self) -> str:
+        return self.response.reason or ""
+
+    @property
+    def is_closed(self) -> bool:
+        return self.response.closed
+
+    async def read(self, limit: int) -> bytes:
+        try:
+            check_declared_length(self.headers, limit)
+            if "content-length" in self.headers and "content-encoding" not in self.headers:
+                # The size is known and is the size we get: aiohttp's one-piece read.
+                try:
+                    return await self.response.read()
+                except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+                    raise read_failed(exc, timeout=True) from None
+                except aiohttp.ClientError as exc:
+                    raise read_failed(exc, timeout=False) from None
+            parts: list[bytes] = []
+            size = 0
+            async for part in self.aiter_bytes():
+                size += len(part)
+                if size > limit:
+                    raise over_limit(limit)
+                parts.append(part)
+            return b"".join(parts)
+        finally:
+            await self.aclose()
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for part in self.response.content.iter_any():
+                yield part
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise read_failed(exc, timeout=True) from None
+        except aiohttp.ClientError as exc:
+            raise read_failed(exc, timeout=False) from None
+
+    async def aclose(self) -> None:
+        if self.response.content.at_eof():
+            self.response.release()  # read to the end: the connection goes back to the pool
+        else:
+            self.response.close()  # unread bytes would garble the next answer on it

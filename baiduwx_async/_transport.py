@@ -1,0 +1,229 @@
+"""
+The HTTP layer under the sender: send one request, get a `Reply` whose body is read next.
+
+Two implementations share the `Transport` protocol: `HttpxTransport` (the default: any
+anyio backend, mockable with respx, or the caller's own `httpx.AsyncClient`) and
+`AiohttpTransport` in `_aiohttp` (asyncio only, and no httpx objects on the way: the fast
+path for large batches). Either library's failures leave a transport as our
+`TransportError` or `RequestTimeoutError`, so the sender and the streams never need to
+know which one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+import httpx
+
+from ._errors import ProtocolError, RequestTimeoutError, TransportError, ValidationError
+from ._protocol import redact
+
+__all__ = [
+    "HttpxTransport",
+    "OutgoingRequest",
+    "Reply",
+    "Transport",
+    "make_transport",
+]
+
+
+class OutgoingRequest:
+    """One attempt of a call, authorized and ready to go on the wire."""
+
+    # A plain slotted class: one is built per attempt, on the hottest path there is.
+    __slots__ = ("content", "headers", "method", "timeout", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        content: bytes,
+        timeout: httpx.Timeout,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.content = content
+        self.timeout = timeout
+
+    @property
+    def route(self) -> str:
+        """Method, host and path, for error messages (never the query: it holds the token)."""
+        return f"{self.method} {self.url.host}{self.url.path}"
+
+
+class Reply(Protocol):
+    """An answer whose status and headers have arrived and whose body has not been read."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def reason_phrase(self) -> str: ...
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Every header, names in lower case (read once: library header maps are slow)."""
+        ...
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    async def read(self, limit: int) -> bytes:
+        """The whole decoded body, then close. `ProtocolError` past `limit` bytes: a broken
+        or hostile server must not make us hold gigabytes, compressed or not."""
+        ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The decoded body piece by piece, as it arrives (for streams)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Give the connection back, or close it if the body was not read to its end."""
+        ...
+
+
+class Transport(Protocol):
+    """Sends requests over a connection pool it owns (or borrows)."""
+
+    async def send(self, request: OutgoingRequest) -> Reply:
+        """Send `request`; the reply's body is left to read. Raises `TransportError`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the pool (unless it is borrowed)."""
+        ...
+
+
+def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(f"answer of {declared} bytes is over the limit of {limit}")
+
+
+def over_limit(limit: int) -> ProtocolError:
+    return ProtocolError(f"answer is over the limit of {limit} bytes")
+
+
+def read_failed(exc: BaseException, *, timeout: bool) -> TransportError:
+    """The error for a body that stopped coming: silence past the read timeout, or a break."""
+    if timeout:
+        return RequestTimeoutError(f"no data within the read timeout ({type(exc).__name__})")
+    return TransportError(f"connection broken while reading: {type(exc).__name__}: {exc}")
+
+
+# --- httpx
+
+
+class HttpxTransport:
+    """Sends through an httpx transport of ours (`pool`), or through the caller's client.
+
+    With our own pool, requests go straight to the transport: httpx's client layer (URL
+    and header merging, cookies, auth and redirect flows, event hooks) costs more CPU than
+    the transport and does nothing for us. A caller's client is used whole, hooks and all.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: httpx.AsyncBaseTransport | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if (pool is None) == (client is None):
+            raise TypeError("give exactly one of pool and client")
+        self.pool = pool
+        self.client = client
+
+    async def send(self, request: OutgoingRequest) -> HttpxReply:
+        outgoing = httpx.Request(
+            request.method,
+            request.url,
+            content=request.content,
+            headers=request.headers,
+            extensions={"timeout": request.timeout.as_dict()},
+        )
+        try:
+            if self.pool is not None:
+                response = await self.pool.handle_async_request(outgoing)
+                response.request = outgoing
+            else:
+                assert self.client is not None
+                response = await self.client.send(outgoing, stream=True)
+        except httpx.TimeoutException as exc:
+            raise RequestTimeoutError(f"{request.route} timed out: {exc!r}") from None
+        except httpx.TransportError as exc:
+            # httpx puts no URL in its messages, but a hook of the caller's might
+            raise TransportError(f"{request.route} failed: {redact(repr(exc))}") from None
+        return HttpxReply(response)
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()  # a caller's client stays open: it is theirs
+
+
+class HttpxReply:
+    __slots__ = ("headers", "response")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.headers: dict[str, str] = dict(response.headers.items())
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    @property
+    def reason_phrase(self) -> str:
+        return self.response.reason_phrase
+
+    @property
+    def is_closed(self) -> bool:
+        return self.response.is_closed
+
+    async def read(self, limit: int) -> bytes:
+        try:
+            check_declared_length(self.headers, limit)
+            parts: list[bytes] = []
+            size = 0
+            async for part in self.aiter_bytes():
+                size += len(part)
+                if size > limit:
+                    raise over_limit(limit)
+                parts.append(part)
+            return b"".join(parts)
+        finally:
+            await self.response.aclose()
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for part in self.response.aiter_bytes():
+                yield part
+        except httpx.TimeoutException as exc:
+            raise read_failed(exc, timeout=True) from None
+        except httpx.TransportError as exc:
+            raise read_failed(exc, timeout=False) from None
+        except httpx.DecodingError as exc:
+            raise ProtocolError(f"answer body cannot be decoded: {exc}") from None
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+def make_transport(backend: str, pool_size: int, timeout: httpx.Timeout) -> Transport:
+    """The transport of a client that owns its pool: keep-alive as large as the pool, so
+    no connection is closed only to be opened again under load."""
+    limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+    if backend == "httpx":
+        return HttpxTransport(pool=httpx.AsyncHTTPTransport(limits=limits))
+    if backend == "aiohttp":
+        try:
+            from ._aiohttp import AiohttpTransport
+        except ImportError:
+            raise ValidationError(
+                "http_backend",
+                "\"aiohttp\" needs the aiohttp extra: pip install 'baiduwx_async[aiohttp]'",
+            ) from None
+        return AiohttpTransport(limits=limits, timeout=timeout)
+    raise ValidationError("http_backend", 'must be "httpx" or "aiohttp"', backend)

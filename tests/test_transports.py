@@ -1,0 +1,261 @@
+"""Both transports (httpx and aiohttp) against a scripted HTTP server on loopback that
+answers each request with raw bytes the test chose: what the wire can do wrong, and what
+each transport must make of it (our errors, retries, limits, decoding, closing)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+import baiduwx_async as wx
+
+from .support import TOKEN, chat_body
+
+pytestmark = pytest.mark.anyio
+
+BACKENDS = ["httpx", "aiohttp"]
+MESSAGES = [wx.user("hi")]
+RETRIES = wx.RetryPolicy(max_retries=2, initial_backoff=0.001, max_backoff=0.002)
+
+#: What the server does with one request: bytes to write, and then whether to hang up.
+Script = Callable[[int], tuple[bytes, bool]]
+
+
+def http_answer(
+    body: bytes, *, headers: dict[str, str] | None = None, length: int | None = None
+) -> bytes:
+    fields = {"content-type": "application/json", "content-length": str(len(body))}
+    if length is not None:
+        fields["content-length"] = str(length)
+    fields.update(headers or {})
+    head = "HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    return head.encode() + b"\r\n" + body
+
+
+def chunked_answer(pieces: list[bytes]) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n"
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    return head + b"\r\n" + body
+
+
+class ScriptedServer:
+    """Counts requests and connections; answers request number n with `script(n)`."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests: list[bytes] = []
+        self.connections_open = 0
+        self.port = 0
+
+    async def handle(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections_open += 1
+        buffer = b""
+        try:
+            async with stream:
+                while True:
+                    while b"\r\n\r\n" not in buffer:
+                        buffer += await stream.receive()
+                    head, _, buffer = buffer.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    while len(buffer) < length:
+                        buffer += await stream.receive()
+                    buffer = buffer[length:]
+                    self.requests.append(head)
+                    answer, hang_up = self.script(len(self.requests))
+                    if answer:
+                        await stream.send(answer)
+                    if hang_up:
+                        return
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        finally:
+            self.connections_open -= 1
+
+
+@asynccontextmanager
+async def scripted(script: Script) -> AsyncIterator[ScriptedServer]:
+    server = ScriptedServer(script)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    server.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as group:
+        group.start_soon(listener.serve, server.handle)
+        with anyio.fail_after(15):
+            yield server
+        group.cancel_scope.cancel()
+
+
+def client_of(server: ScriptedServer, backend: str, **options: Any) -> wx.AsyncClient:
+    options.setdefault("retry_policy", RETRIES)
+    return wx.AsyncClient(
+        credentials=wx.StaticToken(TOKEN),
+        base_url=f"http://127.0.0.1:{server.port}",
+        http_backend=backend,  # type: ignore[arg-type]
+        rate_limiter=wx.NoLimit(),
+        **options,
+    )
+
+
+def always(answer: bytes, hang_up: bool = False) -> Script:
+    return lambda n: (answer, hang_up)
+
+
+GOOD = http_answer(json.dumps(chat_body("fine")).encode())
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the aiohttp transport is asyncio's; trio has its own test below
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_plain_answer_and_its_headers(backend: str) -> None:
+    answer = http_answer(
+        json.dumps(chat_body("fine")).encode(),
+        headers={"X-Baidu-Request-Id": "as-echo-1", "X-Ratelimit-Limit-Requests": "300"},
+    )
+    async with scripted(always(answer)) as server, client_of(server, backend) as client:
+        reply = await client.chat("mpt30b", MESSAGES, request_id="mine-1")
+    assert reply.result == "fine"
+    assert reply.request_id == "as-echo-1"
+    assert reply.ratelimit.limit_requests == 300
+    head = server.requests[0].decode().lower()
+    assert head.startswith("post /rpc/2.0/ai_custom/v1/wenxinworkshop/chat/mpt30b?access_token=")
+    assert "request_id: mine-1" in head and "content-type: application/json" in head
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_oversized_answer_is_refused_by_its_length_without_a_retry(backend: str) -> None:
+    big = json.dumps(chat_body("x" * 5000)).encode()
+    async with scripted(always(http_answer(big))) as server:
+        async with client_of(server, backend, max_response_bytes=4096) as client:
+            with pytest.raises(wx.ProtocolError, match="over the limit of 4096"):
+                await client.chat("mpt30b", MESSAGES)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_oversized_chunked_answer_is_refused_while_reading(backend: str) -> None:
+    pieces = [b"x" * 3000] * 4  # 12,000 bytes, no length given
+    async with scripted(always(chunked_answer(pieces))) as server:
+        async with client_of(server, backend, max_response_bytes=8192) as client:
+            with pytest.raises(wx.ProtocolError, match="over the limit of 8192"):
+                await client.chat("mpt30b", MESSAGES)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_gzip_answer_is_decoded_and_its_decoded_size_is_limited(backend: str) -> None:
+    body = json.dumps(chat_body("z" * 20_000)).encode()
+    packed = gzip.compress(body)
+    answer = http_answer(packed, headers={"content-encoding": "gzip"})
+    assert len(packed) < 1000 < 20_000
+    async with scripted(always(answer)) as server:
+        async with client_of(server, backend) as client:
+            assert (await client.chat("mpt30b", MESSAGES)).result == "z" * 20_000
+        async with client_of(server, backend, max_response_bytes=10_000) as client:
+            with pytest.raises(wx.ProtocolError, match="over the limit"):
+                await client.chat("mpt30b", MESSAGES)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_truncated_answer_is_a_transport_error_and_retried(backend: str) -> None:
+    cut = http_answer(b'{"id": "as-1", "res', length=500)
+
+    def script(n: int) -> tuple[bytes, bool]:
+        return (cut, True) if n == 1 else (GOOD, False)
+
+    async with scripted(script) as server, client_of(server, backend) as client:
+        assert (await client.chat("mpt30b", MESSAGES)).result == "fine"
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_hang_up_without_an_answer_is_retried_then_reported(backend: str) -> None:
+    async with scripted(always(b"", hang_up=True)) as server, client_of(server, backend) as client:
+        with pytest.raises(wx.TransportError) as caught:
+            await client.chat("mpt30b", MESSAGES)
+    assert len(server.requests) == 3  # the first attempt and RETRIES' two
+    text = str(caught.value)
+    assert "POST 127.0.0.1/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/mpt30b" in text
+    assert TOKEN not in text
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_refused_connection_names_the_route_not_the_token(backend: str) -> None:
+    # A port bound but not listening refuses; a free one could even be connected to itself.
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        closed = ScriptedServer(always(GOOD))
+        closed.port = bound.getsockname()[1]
+        async with client_of(closed, backend, max_retries=0) as client:
+            with pytest.raises(wx.TransportError) as caught:
+                await client.chat("mpt30b", MESSAGES)
+    assert not isinstance(caught.value, wx.RequestTimeoutError)
+    assert "wenxinworkshop/chat/mpt30b failed" in str(caught.value)
+    assert TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_silence_is_a_timeout(backend: str) -> None:
+    async with scripted(always(b"")) as server:
+        async with client_of(server, backend, timeout=0.2, max_retries=1) as client:
+            started = anyio.current_time()
+            with pytest.raises(wx.RequestTimeoutError):
+                await client.chat("mpt30b", MESSAGES)
+            elapsed = anyio.current_time() - started
+    assert len(server.requests) == 2
+    assert 0.4 <= elapsed < 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_stream_broken_midway_is_reported_and_its_connection_closed(backend: str) -> None:
+    chunk = {"id": "as-s", "object": "chat.completion", "created": 1, "sentence_id": 0,
+             "is_end": False, "is_truncated": False, "result": "one. ", "need_clear_history": False,
+             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}  # fmt: skip
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 4000\r\n\r\n"
+    answer = head + b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    async with scripted(always(answer, hang_up=True)) as server:
+        async with client_of(server, backend) as client:
+            seen = []
+            with pytest.raises(wx.TransportError, match="stream broken"):
+                async with client.chat_stream("mpt30b", MESSAGES) as stream:
+                    async for piece in stream:
+                        seen.append(piece.result)
+            assert stream._reader is not None and stream._reader.reply.is_closed
+    assert seen == ["one. "]
+    assert len(server.requests) == 1  # a chunk had been read: never retried
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_connections_are_reused_and_closed_with_the_client(backend: str) -> None:
+    async with scripted(always(GOOD)) as server:
+        client = client_of(server, backend)
+        for _ in range(5):
+            await client.chat("mpt30b", MESSAGES)
+        assert server.connections_open == 1  # one keep-alive connection for 5 calls
+        await client.aclose()
+        with anyio.fail_after(3):
+            while server.connections_open:
+                await anyio.sleep(0.01)
+    assert len(server.requests) == 5
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_aiohttp_backend_refuses_trio_before_sending(anyio_backend: str) -> None:
+    client = wx.AsyncClient(
+        credentials=wx.StaticToken(TOKEN), base_url="http://127.0.0.1:9", http_backend="aiohttp"
+    )
+    with pytest.raises(RuntimeError, match="asyncio only"):
+        await client.chat("mpt30b", MESSAGES)
+    await client.aclose()
