@@ -66,6 +66,7 @@ async def serve(
         access_log=False,
         lifespan="off",
         ws="none",
+        proxy_headers=False,  # nothing reads the client address or scheme
         timeout_graceful_shutdown=shutdown_timeout,
     )
     server = uvicorn.Server(config)
@@ -143,5 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         lifespan="off",
         ws="none",
+        proxy_headers=False,  # nothing reads the client address or scheme
     )
     return 0

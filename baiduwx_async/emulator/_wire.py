@@ -10,6 +10,7 @@ import httpx
 
 __all__ = [
     "ERROR_MESSAGES",
+    "ASGIApp",
     "ConnectionDropped",
     "Headers",
     "Receive",
@@ -27,6 +28,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: `error_msg` texts: PROTOCOL §6 (documented where known, the project's choice elsewhere).
 ERROR_MESSAGES: dict[int, str] = {
