@@ -10,6 +10,7 @@ slows the workers instead of piling results up.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import (
@@ -172,27 +173,19 @@ class BatchIterator(Generic[I, R]):
                 yield result
 
     async def _run_workers(self, send: MemoryObjectSendStream[BatchResult[I, R]]) -> None:
-        inputs = _numbered(self._inputs)
-        # One reader of the inputs at a time. Uncontended, it costs no trip through the
-        # event loop: the call that follows yields anyway, and a batch makes one per item.
-        lock = anyio.Lock(fast_acquire=True)
+        take = _taker(self._inputs)
         async with send, anyio.create_task_group() as workers:
             for _ in range(self._concurrency):
-                workers.start_soon(self._work, inputs, lock, send.clone())
+                workers.start_soon(self._work, take, send.clone())
 
     async def _work(
         self,
-        inputs: AsyncIterator[tuple[int, I]],
-        lock: anyio.Lock,
+        take: Callable[[], Awaitable[tuple[int, I] | None]],
         send: MemoryObjectSendStream[BatchResult[I, R]],
     ) -> None:
         async with send:
-            while True:
-                async with lock:
-                    try:
-                        index, item = await inputs.__anext__()
-                    except StopAsyncIteration:
-                        return
+            while (taken := await take()) is not None:
+                index, item = taken
                 with count_attempts() as attempts:
                     try:
                         response: R | None = await self._call(item)
@@ -219,16 +212,30 @@ class BatchIterator(Generic[I, R]):
                     return  # the reader left early; the batch is being cancelled
 
 
-async def _numbered(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[int, Any]]:
-    index = 0
+def _taker(inputs: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Awaitable[Any]]:
+    """What the workers call for the next (index, item), or None at the end. Every worker
+    shares it, so the inputs are read lazily, once, in order."""
     if isinstance(inputs, AsyncIterable):
-        async for item in inputs:
-            yield index, item
-            index += 1
-    else:
-        for item in inputs:
-            yield index, item
-            index += 1
+        items = aiter(inputs)
+        lock = anyio.Lock(fast_acquire=True)  # an async iterator takes one reader at a time
+        count = itertools.count()
+
+        async def take_async() -> tuple[int, Any] | None:
+            async with lock:
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    return None
+            return next(count), item
+
+        return take_async
+    numbered = enumerate(inputs)
+
+    async def take() -> tuple[int, Any] | None:
+        # A plain iterator cannot be read by two tasks at once on one event loop: no lock.
+        return next(numbered, None)
+
+    return take
 
 
 async def run_ordered(iterator: BatchIterator[I, R]) -> list[BatchResult[I, R]]:

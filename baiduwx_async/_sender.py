@@ -114,9 +114,7 @@ class Sender:
         self.closed = False
         self.max_response_bytes = max_response_bytes
         self.limiter = limiter
-        # fast_acquire: a free place is taken without a trip through the event loop (the
-        # request that follows yields anyway); a full cap still waits in line, fairly.
-        self._slots = anyio.Semaphore(max_in_flight, fast_acquire=True) if max_in_flight else None
+        self._slots = anyio.Semaphore(max_in_flight) if max_in_flight else None
         self._clock = clock
 
     async def send(
@@ -149,7 +147,10 @@ class Sender:
             if self.limiter is not None and call.auth is not None:
                 await self.limiter.acquire()
             if self._slots is not None:
-                await self._slots.acquire()
+                try:
+                    self._slots.acquire_nowait()  # a free place: no checkpoint, no loop trip
+                except anyio.WouldBlock:
+                    await self._slots.acquire()
             keep_slot = False
             error: WenxinError
             try:

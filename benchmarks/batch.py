@@ -166,6 +166,12 @@ async def _throughput_aiohttp(url: str, n: int, budget: float) -> dict:
 
 
 def child_throughput(name: str, url: str, n: int, budget: float) -> None:
+    import os
+
+    if os.environ.get("BENCH_UVLOOP"):
+        import uvloop
+
+        uvloop.install()
     if name == "aiohttp":
         out = asyncio.run(_throughput_aiohttp(url, n, budget))
     else:
