@@ -18,7 +18,7 @@ from ._auth import (
     StaticToken,
     credentials_from_env,
 )
-from ._batch import BatchIterator, BatchProgress, BatchResult
+from ._batch import BatchIterator, BatchProgress, BatchResult, BatchWidthWarning
 from ._client import AsyncClient
 from ._errors import (
     APIError,
@@ -69,6 +69,7 @@ __all__ = [
     "BatchIterator",
     "BatchProgress",
     "BatchResult",
+    "BatchWidthWarning",
     "BceSigningAuth",
     "ChatChunk",
     "ChatResponse",

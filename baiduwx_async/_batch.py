@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import time
+import warnings
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -46,7 +48,14 @@ if TYPE_CHECKING:  # anyio loads these on first use; importing us should not
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["BatchIterator", "BatchMethods", "BatchProgress", "BatchResult", "run_ordered"]
+__all__ = [
+    "BatchIterator",
+    "BatchMethods",
+    "BatchProgress",
+    "BatchResult",
+    "BatchWidthWarning",
+    "run_ordered",
+]
 
 DEFAULT_BATCH_CONCURRENCY = 16
 
@@ -245,12 +254,41 @@ async def run_ordered(iterator: BatchIterator[I, R]) -> list[BatchResult[I, R]]:
     return results
 
 
+class BatchWidthWarning(UserWarning):
+    """A batch is wider than its client can send at once (see `AsyncClient.in_flight_capacity`)."""
+
+
+def _first_level_outside() -> int:
+    """The `stacklevel` of the caller's line, for a warning given in this module (the
+    batch methods call one another, so the depth varies)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class BatchMethods:
     """The batch methods of `AsyncClient`, built on its public `chat()` and `complete()`."""
 
     if TYPE_CHECKING:
         chat: Callable[..., Awaitable[ChatResponse]]
         complete: Callable[..., Awaitable[CompletionResponse]]
+
+        @property
+        def in_flight_capacity(self) -> int | None: ...
+
+    def _check_width(self, concurrency: int) -> None:
+        # Not an error (the batch still works), but the extra workers would only queue for a
+        # connection, and the batch would run at the pool's width without saying so.
+        capacity = self.in_flight_capacity
+        if capacity is not None and check_positive_int(concurrency, "concurrency") > capacity:
+            warnings.warn(
+                f"batch concurrency {concurrency} is more than the {capacity} requests this "
+                f"client sends at once, so only {capacity} run at a time; create the client "
+                f"with max_concurrency={concurrency} (which also sizes its connection pool)",
+                BatchWidthWarning,
+                stacklevel=_first_level_outside(),
+            )
 
     async def batch_chat(
         self,
@@ -318,6 +356,7 @@ class BatchMethods:
         use it as `async with ... as results` to be able to leave the loop early."""
         ChatParams(**_generation_params(params, ChatParams))
         check_endpoint(endpoint)
+        self._check_width(concurrency)
         call = _paced(partial(self.chat, endpoint, **params), qps)
         return BatchIterator(conversations, call, concurrency=concurrency, on_progress=on_progress)
 
@@ -334,6 +373,7 @@ class BatchMethods:
         """Results of `batch_complete()` as they finish; see `iter_batch_chat()`."""
         CompletionParams(**_generation_params(params, CompletionParams))
         check_endpoint(endpoint)
+        self._check_width(concurrency)
         call = _paced(partial(self.complete, endpoint, **params), qps)
         return BatchIterator(prompts, call, concurrency=concurrency, on_progress=on_progress)
 

@@ -161,8 +161,11 @@ class AsyncClient(BatchMethods):
         if rate_limiter is not None and (qps is not None or rpm is not None):
             raise ValidationError("rate_limiter", "give either rate_limiter or qps/rpm, not both")
         transport: Transport
+        # The most requests that can be on the wire at once (None: the caller's pool decides)
+        self._capacity = max_concurrency
         if http_client is None:
             pool_size = max_concurrency or DEFAULT_MAX_CONNECTIONS
+            self._capacity = pool_size
             transport = make_transport(http_backend, pool_size, self._timeout)
         elif http_backend != "httpx":
             raise ValidationError("http_backend", "cannot be chosen with your own http_client")
@@ -216,6 +219,12 @@ class AsyncClient(BatchMethods):
     def is_closed(self) -> bool:
         """True once `aclose()` was called (or the `async with` block was left)."""
         return self._sender.closed
+
+    @property
+    def in_flight_capacity(self) -> int | None:
+        """The most requests this client has on the wire at once: `max_concurrency`, else
+        the size of its connection pool; `None` with your own `http_client` and no cap."""
+        return self._capacity
 
     @property
     def base_url(self) -> httpx.URL:

@@ -198,15 +198,15 @@ def targets(m: dict[str, Any]) -> Table:
                 failed(name, key="cold_failed"),
             )
     a = m["batch"]["throughput"]
-    for name in ("ours-httpx", "ours-aiohttp"):
+    for name in ("ours-httpx", "ours-aiohttp", "ours-aiohttp-uvloop"):
         s = a["seconds"].get(name)
         if s:
             x = s / a["ideal"]
-            floor = a["seconds"].get("aiohttp")
+            floor = a["seconds"].get("aiohttp-uvloop" if "uvloop" in name else "aiohttp")
             extra = f"; bare aiohttp itself {floor / a['ideal']:.2f}×" if floor else ""
             check(
                 "issue 6: batch ≤ 1.2× ideal",
-                name.replace("ours-", "") + " backend",
+                name.replace("ours-", "").replace("-uvloop", " on uvloop") + " backend",
                 x,
                 x <= 1.2,
                 f"{x:.2f}× of {a['ideal']:.2f} s{extra}",

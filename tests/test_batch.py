@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -231,3 +232,26 @@ async def test_client_qps_at_the_service_limit_is_never_throttled() -> None:
         )
     assert all(r.ok for r in results)
     assert emulator.stats()["outcomes"].get("error_18", 0) == 0
+
+
+async def test_a_batch_wider_than_the_client_warns_where_it_is_called() -> None:
+    own_pool = wx.AsyncClient(credentials=wx.StaticToken(TOKEN), base_url="http://127.0.0.1:9")
+    assert own_pool.in_flight_capacity == 100  # no max_concurrency: its pool's size
+    with pytest.warns(wx.BatchWidthWarning, match="only 100 run at a time") as caught:
+        own_pool.iter_batch_chat("mpt30b", [], concurrency=101)
+    assert caught[0].filename == __file__
+    await own_pool.aclose()
+    emulator = Emulator(EmulatorConfig())
+    async with emulator_client(emulator, max_concurrency=8) as narrow:
+        with pytest.warns(wx.BatchWidthWarning, match="max_concurrency=9") as caught:
+            results = await narrow.batch_complete("pythia12b", ["a", "b"], concurrency=9)
+        assert caught[0].filename == __file__
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            await narrow.batch_complete("pythia12b", ["a", "b"], concurrency=8)
+    async with emulator_client(emulator) as unknown:  # the caller's http_client, no cap
+        assert unknown.in_flight_capacity is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            await unknown.batch_complete("pythia12b", ["a"], concurrency=500)
+    assert all(r.ok for r in results)

@@ -157,6 +157,6 @@ def test_https_is_the_default_and_certificates_are_verified(
     monkeypatch.delenv("QIANFAN_BASE_URL", raising=False)
     client = wx.AsyncClient(credentials=wx.StaticToken(TOKEN))
     assert client.base_url.scheme == "https"
-    pool = client._sender.transport.pool._pool  # type: ignore[attr-defined]
+    pool = client._sender.transport.pools[0]._pool  # type: ignore[attr-defined]
     assert pool._ssl_context.verify_mode.name == "CERT_REQUIRED"
     assert pool._ssl_context.check_hostname

@@ -540,10 +540,11 @@ async def test_cancellations_and_abandoned_streams_leak_no_connection() -> None:
                         group.start_soon(worker)
                 elapsed = time.monotonic() - started
                 slots = client._sender._slots
-                pool = client._sender.transport.pool._pool  # type: ignore[attr-defined]
-                connections = pool.connections
+                pools = [p._pool for p in client._sender.transport.pools]  # type: ignore[attr-defined]
+                connections = [c for pool in pools for c in pool.connections]
                 idle = sum(1 for c in connections if c.is_idle())
-                pending = len(pool._requests)
+                pending = sum(len(pool._requests) for pool in pools)
+                busy = list(client._sender.transport._busy)  # type: ignore[attr-defined]
                 client_side, _ = our_sockets(port)
                 fds_open = open_fds()
             # After aclose(), wait for the server to see the client's sockets close.
@@ -567,6 +568,7 @@ async def test_cancellations_and_abandoned_streams_leak_no_connection() -> None:
     # The pool: every place in flight given back, nothing half-used, only idle keep-alive.
     assert slots is not None and slots.value == max_concurrency, "a place in flight leaked"
     assert pending == 0
+    assert busy == [0] * len(busy), "a pool shard still counts a request in flight"
     assert idle == len(connections) <= max_concurrency, [repr(c) for c in connections]
     assert set(client_side) <= {"ESTABLISHED"}, dict(client_side)
     assert sum(client_side.values()) == len(connections), "one socket per pooled connection"

@@ -16,6 +16,7 @@ import anyio.abc
 import pytest
 
 import baiduwx_async as wx
+from baiduwx_async._transport import SHARD_SIZE, HttpxTransport
 
 from .support import TOKEN, chat_body
 
@@ -259,3 +260,31 @@ async def test_aiohttp_backend_refuses_trio_before_sending(anyio_backend: str) -
     with pytest.raises(RuntimeError, match="asyncio only"):
         await client.chat("mpt30b", MESSAGES)
     await client.aclose()
+
+
+async def test_httpx_pool_is_split_in_shards_that_share_the_load() -> None:
+    """httpcore's pool costs CPU that grows with the square of its size, so ours is split
+    in pools of at most SHARD_SIZE, each request going to the least busy one."""
+    cut = http_answer(b'{"id": "as-1"', length=500)
+
+    def script(n: int) -> tuple[bytes, bool]:
+        return (GOOD, False) if n <= 60 else (cut, True)
+
+    async with scripted(script) as server:
+        client = client_of(server, "httpx", max_concurrency=20, max_retries=0)
+        transport = client._sender.transport
+        assert isinstance(transport, HttpxTransport)
+        pools = [pool._pool for pool in transport.pools]  # type: ignore[attr-defined]
+        sizes = [pool._max_connections for pool in pools]
+        assert sum(sizes) == 20 and max(sizes) <= SHARD_SIZE and max(sizes) - min(sizes) <= 1
+        async with anyio.create_task_group() as group:
+            for _ in range(60):
+                group.start_soon(client.chat, "mpt30b", MESSAGES)
+        used = [len(pool.connections) for pool in pools]
+        assert all(0 < n <= size for n, size in zip(used, sizes, strict=True)), (used, sizes)
+        assert transport._busy == [0] * len(pools)
+        with pytest.raises(wx.TransportError):
+            await client.chat("mpt30b", MESSAGES)
+        assert transport._busy == [0] * len(pools), "a failed read still frees its shard"
+        await client.aclose()
+    assert len(server.requests) == 61
