@@ -46,6 +46,7 @@ from .cli import (
     EXIT_USAGE,
     CommandError,
     generation_params,
+    has_module,
     redact,
 )
 
@@ -361,7 +362,12 @@ async def _process(
         if "rate_limiter" in shared:
             options["qps"] = None  # the shared limiter paces this run among the others
         client = await stack.enter_async_context(
-            wx.AsyncClient(credentials=credentials, max_concurrency=args.concurrency, **shared)
+            wx.AsyncClient(
+                credentials=credentials,
+                max_concurrency=args.concurrency,
+                http_backend=args.http_backend,
+                **shared,
+            )
         )
         batch: wx.BatchIterator[Any, Any]
         if args.mode == "complete":
@@ -455,7 +461,15 @@ def run_batch(args: argparse.Namespace) -> int:
         stopped_early = True  # by an error before any result: the error line says it all
         try:
             with bar:
-                anyio.run(_process, args, credentials, inputs, output, bar)
+                anyio.run(
+                    _process,
+                    args,
+                    credentials,
+                    inputs,
+                    output,
+                    bar,
+                    backend_options={"use_uvloop": has_module("uvloop")},
+                )
             stopped_early = False
         except KeyboardInterrupt:
             interrupted, stopped_early = True, False

@@ -21,6 +21,7 @@ imported by the subcommands that need them.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import sys
@@ -57,6 +58,11 @@ class CommandError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def has_module(name: str) -> bool:
+    """Whether `name` can be imported (found without importing it)."""
+    return importlib.util.find_spec(name) is not None
 
 
 def redact(text: str) -> str:
@@ -250,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--shard", type=_shard, metavar="I/N",
                        help="run only shard I of N (1-based): the ids whose stable hash "
                        "falls to it, so N runs split one INPUT without overlap")  # fmt: skip
+    batch.add_argument("--http-backend", choices=["httpx", "aiohttp"],
+                       default="aiohttp" if has_module("aiohttp") else "httpx",
+                       help="HTTP library (default aiohttp when installed: faster; the run "
+                       "also uses uvloop when installed)")  # fmt: skip
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_generation_options(batch)
     batch.set_defaults(run=_run_batch)

@@ -228,14 +228,16 @@ def test_interactive_chat_ends_on_exit_and_on_ctrl_c(
 # --- batch
 
 
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
 def test_batch_writes_one_ok_line_per_id(
-    emu: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    emu: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
 ) -> None:
     records: list[dict[str, Any]] = [{"id": i, "prompt": f"question {i}"} for i in range(40)]
     records.append({"id": "conversation", "messages": [{"role": "user", "content": "hi"}]})
     source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_inputs(source, records)
     argv = ["batch", "mpt30b", str(source), "-o", str(output), "--concurrency", "8"]
+    argv += ["--http-backend", backend]
     assert main([*argv, "--qps", "1000"]) == 0
     lines = read_jsonl(output)
     assert sorted(map(str, (line["id"] for line in lines))) == sorted(str(r["id"]) for r in records)
