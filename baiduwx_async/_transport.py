@@ -244,9 +244,11 @@ def make_transport(backend: str, pool_size: int, timeout: httpx.Timeout) -> Tran
     if backend == "httpx":
         shards = -(-pool_size // SHARD_SIZE)
         sizes = [pool_size // shards + (i < pool_size % shards) for i in range(shards)]
+        tls = httpx.create_ssl_context()  # one for all: loading the CA bundle takes ~20 ms
         pools = [
             httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
+                verify=tls,
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
             )
             for size in sizes
         ]
