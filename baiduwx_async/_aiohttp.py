@@ -17,7 +17,7 @@ import httpx
 
 from ._errors import RequestTimeoutError, TransportError
 from ._protocol import redact
-from ._transport import OutgoingRequest, check_declared_length, over_limit, read_failed
+from ._transport import OutgoingRequest, check_declared_length, join_within, read_failed
 
 __all__ = ["AiohttpReply", "AiohttpTransport"]
 
@@ -128,14 +128,7 @@ class AiohttpReply:
                     raise read_failed(exc, timeout=True) from None
                 except aiohttp.ClientError as exc:
                     raise read_failed(exc, timeout=False) from None
-            parts: list[bytes] = []
-            size = 0
-            async for part in self.aiter_bytes():
-                size += len(part)
-                if size > limit:
-                    raise over_limit(limit)
-                parts.append(part)
-            return b"".join(parts)
+            return await join_within(self.aiter_bytes(), limit)
         finally:
             await self.aclose()
 

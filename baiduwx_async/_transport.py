@@ -107,8 +107,16 @@ def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
         raise ProtocolError(f"answer of {declared} bytes is over the limit of {limit}")
 
 
-def over_limit(limit: int) -> ProtocolError:
-    return ProtocolError(f"answer is over the limit of {limit} bytes")
+async def join_within(parts: AsyncIterator[bytes], limit: int) -> bytes:
+    """The pieces of a body joined, refused as soon as they pass `limit` bytes."""
+    joined: list[bytes] = []
+    size = 0
+    async for part in parts:
+        size += len(part)
+        if size > limit:
+            raise ProtocolError(f"answer is over the limit of {limit} bytes")
+        joined.append(part)
+    return b"".join(joined)
 
 
 def read_failed(exc: BaseException, *, timeout: bool) -> TransportError:
@@ -209,14 +217,7 @@ class HttpxReply:
     async def read(self, limit: int) -> bytes:
         try:
             check_declared_length(self.headers, limit)
-            parts: list[bytes] = []
-            size = 0
-            async for part in self.aiter_bytes():
-                size += len(part)
-                if size > limit:
-                    raise over_limit(limit)
-                parts.append(part)
-            return b"".join(parts)
+            return await join_within(self.aiter_bytes(), limit)
         finally:
             await self.aclose()
 
