@@ -22,6 +22,15 @@ from ._transport import OutgoingRequest, check_declared_length, join_within, rea
 __all__ = ["AiohttpReply", "AiohttpTransport"]
 
 
+# aiohttp's timeouts derive from asyncio.TimeoutError, which is not the builtin before 3.11.
+_TIMEOUTS = (aiohttp.ServerTimeoutError, TimeoutError)
+_FAILURES = (aiohttp.ClientError, TimeoutError)
+
+
+def _read_failed(exc: BaseException) -> TransportError:
+    return read_failed(exc, timeout=isinstance(exc, _TIMEOUTS))
+
+
 class AiohttpTransport:
     """A pool of `limits.max_connections` keep-alive connections, opened on first use (an
     aiohttp session belongs to the event loop it was made in). Certificates are verified
@@ -84,7 +93,7 @@ class AiohttpTransport:
                 timeout=self._client_timeout(request.timeout),
                 allow_redirects=False,
             )
-        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+        except _TIMEOUTS as exc:
             raise RequestTimeoutError(f"{request.route} timed out: {exc!r}") from None
         except aiohttp.ClientError as exc:
             # Some aiohttp errors quote the URL, and ours carries the token
@@ -124,10 +133,8 @@ class AiohttpReply:
                 # The size is known and is the size we get: aiohttp's one-piece read.
                 try:
                     return await self.response.read()
-                except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-                    raise read_failed(exc, timeout=True) from None
-                except aiohttp.ClientError as exc:
-                    raise read_failed(exc, timeout=False) from None
+                except _FAILURES as exc:
+                    raise _read_failed(exc) from None
             return await join_within(self.aiter_bytes(), limit)
         finally:
             await self.aclose()
@@ -136,10 +143,8 @@ class AiohttpReply:
         try:
             async for part in self.response.content.iter_any():
                 yield part
-        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise read_failed(exc, timeout=True) from None
-        except aiohttp.ClientError as exc:
-            raise read_failed(exc, timeout=False) from None
+        except _FAILURES as exc:
+            raise _read_failed(exc) from None
 
     async def aclose(self) -> None:
         if self.response.content.at_eof():
