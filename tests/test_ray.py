@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -265,3 +267,29 @@ async def test_missing_input_column(anyio_backend: str) -> None:
     mapper = CompletionMapper(endpoint="pythia12b", credentials=wx.StaticToken("t"))
     with pytest.raises(wx.ValidationError, match="'prompt'"):
         await mapper({"text": ["x"]})
+
+
+def test_example_reads_jsonl_and_writes_parquet(tmp_path: Path) -> None:
+    source, destination = tmp_path / "prompts.jsonl", tmp_path / "answers"
+    source.write_text(
+        "".join(json.dumps({"id": i, "prompt": f"city {i}"}) + "\n" for i in range(50))
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QIANFAN_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "examples/ray_batch.py", str(source), str(destination)],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "50 rows written" in done.stdout and "0 failed" in done.stdout
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(destination)
+    assert sorted(table.column("id").to_pylist()) == list(range(50))
+    assert all(table.column("result").to_pylist())
+    assert "test-secret-key" not in done.stdout + done.stderr
