@@ -53,7 +53,7 @@ class StreamWriter:
             "id": self._id,
             "object": self._object,
             "created": int(self._emu.clock()),
-            "sentence_id": sentence_id,
+            "sentence_id": 0 if self._emu.config.stream_sentence_id_zero else sentence_id,
             "is_end": is_end,
             "is_truncated": False,
             "result": result,
