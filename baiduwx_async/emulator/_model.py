@@ -19,6 +19,7 @@ import anyio
 from .. import _signing
 from ._config import STREAM_FAULTS
 from ._embeddings import EmbeddingRequest, embedding_body, parse_embedding_request
+from ._ernie import shape_answer
 from ._stream import StreamWriter
 from ._text import Answer, generate
 from ._validate import Failure, ParsedRequest, parse_request
@@ -209,6 +210,8 @@ class ModelRoute(_Base):
             raw,
             max_question_chars=config.max_question_chars,
             max_total_chars=config.max_total_chars,
+            max_system_chars=config.max_system_chars,
+            max_output_tokens_limit=config.max_output_tokens_limit,
         )
         if isinstance(parsed, Failure):
             return await self._fail(call, send, parsed.code, parsed.message)
@@ -217,6 +220,8 @@ class ModelRoute(_Base):
             config.sentences_min,
             config.sentences_max,
         )
+        if parsed.ernie is not None:
+            answer = shape_answer(answer, parsed.ernie)
         failure = emu._limiter.admit(emu.clock(), parsed.prompt_tokens + answer.tokens, config)
         if failure is not None:
             return await self._fail(call, send, failure.code, failure.message)
@@ -319,18 +324,46 @@ class ModelRoute(_Base):
             delay += answer.tokens / config.tokens_per_second
         if delay:
             await anyio.sleep(delay)
-        body = _ANSWER % (
-            _json_str(emu._dice.response_id()),
-            _json_str(self._object),
-            int(emu.clock()),
-            _json_str(answer.text),
-            parsed.prompt_tokens,
-            answer.tokens,
-            parsed.prompt_tokens + answer.tokens,
-        )
+        if parsed.ernie is None:
+            body = (
+                _ANSWER
+                % (
+                    _json_str(emu._dice.response_id()),
+                    _json_str(self._object),
+                    int(emu.clock()),
+                    _json_str(answer.text),
+                    parsed.prompt_tokens,
+                    answer.tokens,
+                    parsed.prompt_tokens + answer.tokens,
+                )
+            ).encode()
+        else:
+            body = dumps(self._ernie_answer(parsed, answer))
         call.outcome = "ok"
         self._count(parsed, answer.tokens)
-        await self._respond(call, send, 200, self._headers(call, _JSON), body.encode())
+        await self._respond(call, send, 200, self._headers(call, _JSON), body)
+
+    def _ernie_answer(self, parsed: ParsedRequest, answer: Answer) -> dict[str, object]:
+        """The answer to a request with ERNIE fields: with `finish_reason`, as ERNIE sends
+        it, and the `function_call` if there is one."""
+        emu = self._emu
+        body: dict[str, object] = {
+            "id": emu._dice.response_id(),
+            "object": self._object,
+            "created": int(emu.clock()),
+            "result": answer.text,
+            "is_truncated": answer.is_truncated,
+            "need_clear_history": False,
+        }
+        if answer.function_call is not None:
+            body["function_call"] = answer.function_call
+        body["finish_reason"] = answer.finish_reason
+        body["usage"] = {
+            "prompt_tokens": parsed.prompt_tokens,
+            "completion_tokens": answer.tokens,
+            "total_tokens": parsed.prompt_tokens + answer.tokens,
+        }
+        return body
 
     async def _stream(
         self,
