@@ -33,10 +33,9 @@ from typing import Any
 import attrs
 
 from ._text import Answer, count_tokens, truncate
-from ._validate import Failure
-from ._wire import dumps
+from ._wire import Failure, dumps
 
-__all__ = ["ERNIE_FIELDS", "ErnieFields", "check_ernie", "shape_answer"]
+__all__ = ["ERNIE_FIELDS", "ErnieFields", "check_ernie", "ernie_body", "shape_answer"]
 
 _INVALID_ARGUMENT = "Invalid Argument"
 #: Fields only the ERNIE family knows; a request with any of them gets `finish_reason` in
@@ -117,8 +116,9 @@ def check_ernie(
     none and its messages are plain user/assistant turns."""
     messages: list[dict[str, Any]] = body["messages"]
     last = messages[-1]
-    plain_messages = all("name" not in m and "function_call" not in m for m in messages)
-    if plain_messages and ERNIE_FIELDS.isdisjoint(body):
+    if ERNIE_FIELDS.isdisjoint(body) and all(
+        "name" not in m and "function_call" not in m for m in messages
+    ):
         return None
     for name in _BOOLS:
         if name in body and not isinstance(body[name], bool):
@@ -240,3 +240,27 @@ def shape_answer(answer: Answer, fields: ErnieFields) -> Answer:
         finish_reason,
         is_truncated=truncated,
     )
+
+
+def ernie_body(
+    answer: Answer, *, response_id: str, object_name: str, created: int, prompt_tokens: int
+) -> dict[str, object]:
+    """The non-stream answer to a request with ERNIE fields: with `finish_reason`, as ERNIE
+    sends it, and the `function_call` if there is one."""
+    body: dict[str, object] = {
+        "id": response_id,
+        "object": object_name,
+        "created": created,
+        "result": answer.text,
+        "is_truncated": answer.is_truncated,
+        "need_clear_history": False,
+    }
+    if answer.function_call is not None:
+        body["function_call"] = answer.function_call
+    body["finish_reason"] = answer.finish_reason
+    body["usage"] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": answer.tokens,
+        "total_tokens": prompt_tokens + answer.tokens,
+    }
+    return body
