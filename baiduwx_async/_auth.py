@@ -43,6 +43,7 @@ __all__ = [
     "RequestAuth",
     "StaticToken",
     "credentials_from_env",
+    "oauth_hint",
     "parse_token_response",
     "token_url",
 ]
@@ -134,6 +135,27 @@ def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credential
     raise AuthenticationError(
         "no credentials: pass credentials= or set QIANFAN_AK and QIANFAN_SK "
         "(or QIANFAN_ACCESS_KEY and QIANFAN_SECRET_KEY, or QIANFAN_ACCESS_TOKEN)"
+    )
+
+
+def oauth_hint(credentials: OAuthCredentials, environ: Mapping[str, str] | None = None) -> str:
+    """What to check when the token endpoint refuses an API Key / Secret Key pair: where
+    the pair came from (by name: never the values) and the usual mistakes."""
+    env = os.environ if environ is None else environ
+    from_env = (env.get("QIANFAN_AK"), env.get("QIANFAN_SK")) == (
+        credentials.api_key,
+        credentials.secret_key,
+    )
+    source = (
+        "the environment variables QIANFAN_AK and QIANFAN_SK"
+        if from_env
+        else "credentials=OAuthCredentials(...)"
+    )
+    return (
+        f"the API Key / Secret Key pair from {source} was refused: check that both belong "
+        "to the same application in the Qianfan console and were copied whole; an IAM "
+        "Access Key pair goes in IAMCredentials (or QIANFAN_ACCESS_KEY and "
+        "QIANFAN_SECRET_KEY) instead"
     )
 
 

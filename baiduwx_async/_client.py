@@ -31,11 +31,12 @@ from ._auth import (
     RequestAuth,
     StaticToken,
     credentials_from_env,
+    oauth_hint,
     parse_token_response,
     token_url,
 )
 from ._batch import BatchMethods
-from ._errors import ValidationError
+from ._errors import AuthenticationError, ValidationError
 from ._limits import AdaptiveRateLimiter, RateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
@@ -177,6 +178,7 @@ class AsyncClient(BatchMethods):
             max_in_flight=max_concurrency,
             max_response_bytes=check_positive_int(max_response_bytes, "max_response_bytes"),
             clock=clock,
+            base_url_setting=_base_url_setting(base_url),
         )
         self._credentials = credentials
         self._tokens: TokenManager | None = None
@@ -465,8 +467,22 @@ class AsyncClient(BatchMethods):
             policy=self._retry,
             timeout=self._timeout,
         )
-        answer = await self._sender.send(call)
-        return parse_token_response(answer.status_code, answer.body, now=self._clock())
+        try:
+            answer = await self._sender.send(call)
+            return parse_token_response(answer.status_code, answer.body, now=self._clock())
+        except AuthenticationError as exc:
+            if exc.hint is None:
+                exc.hint = oauth_hint(self._credentials)
+            raise
+
+
+def _base_url_setting(base_url: object) -> str:
+    """Which setting gave the client its address, for the hint of a connection failure."""
+    if base_url:
+        return "base_url="
+    if os.environ.get("QIANFAN_BASE_URL"):
+        return "QIANFAN_BASE_URL"
+    return "the default base_url (set base_url= or QIANFAN_BASE_URL to change it)"
 
 
 def _is_loopback(host: str) -> bool:

@@ -25,6 +25,7 @@ not retried.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import attrs
 
@@ -42,6 +43,7 @@ __all__ = [
     "RequestTimeoutError",
     "ServerError",
     "StreamError",
+    "TimeoutLimit",
     "TransportError",
     "ValidationError",
     "WenxinError",
@@ -66,13 +68,64 @@ class ValidationError(WenxinError, ValueError):
 
 
 class TransportError(WenxinError):
-    """The connection failed: refused, reset, or closed before a complete answer."""
+    """The connection failed: refused, reset, or closed before a complete answer.
+
+    `url` is where the request went (scheme, host, port and path; never the query, which
+    holds the access token), `attempts` how many were made before giving up (`None` when
+    the failure came mid-stream, where nothing is retried), and `hint` the setting to
+    change. `str()` shows all three.
+    """
 
     retryable = True
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        attempts: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.url = url
+        self.attempts = attempts
+        self.hint = hint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.attempts is not None:
+            text += f"; gave up after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        if self.hint:
+            text += f" - {self.hint}"
+        return text
+
+
+#: The four limits of an `httpx.Timeout`, the names `RequestTimeoutError.limit` takes.
+TimeoutLimit = Literal["connect", "read", "write", "pool"]
+
 
 class RequestTimeoutError(TransportError, TimeoutError):
-    """No answer (or no next stream chunk) within the configured timeout."""
+    """No answer (or no next stream chunk) within the configured timeout.
+
+    `limit` says which of the four limits of an `httpx.Timeout` expired (`"connect"`,
+    `"read"`, `"write"` or `"pool"`: waiting for a free connection), when known, and
+    `seconds` its value; change them with the client's or the call's `timeout=`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: TimeoutLimit | None = None,
+        seconds: float | None = None,
+        url: str | None = None,
+        attempts: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, url=url, attempts=attempts, hint=hint)
+        self.limit = limit
+        self.seconds = seconds
 
 
 class ProtocolError(WenxinError):
