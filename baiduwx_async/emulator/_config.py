@@ -195,7 +195,8 @@ class EmulatorConfig:
     retry_after: int = attrs.field(default=1, validator=_non_negative_int)
     #: Seconds the slow_first_byte fault waits before the headers.
     slow_seconds: float = attrs.field(default=1.0, validator=_non_negative)
-    #: Prompt text (completions prompt, or the last chat message) -> error code it always gets.
+    #: Text -> the error code every prompt containing it gets (a substring match on the
+    #: completions prompt or the last chat message; the first key found wins).
     fail_prompts: dict[str, int] = attrs.field(
         factory=dict, converter=_fail_prompts, validator=_check_fail_prompts
     )

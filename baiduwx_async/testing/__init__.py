@@ -56,19 +56,37 @@ before either plugin's) picks the runner for each test:
 so it works wherever `wenxin_emulator` does.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import _plugin
 from ._answers import Kind as Kind  # not in __all__, but public: WenxinMock's argument types
 from ._answers import UsageLike as UsageLike
-from ._emulator import ASGI_BASE_URL, RunningEmulator, run_emulator
+from ._emulator import ASGI_BASE_URL, INSTANT_RETRIES, RunningEmulator, run_emulator
 from ._mock import WenxinMock, mock_wenxin
 from ._plugin import wenxin_client, wenxin_emulator
 
+if TYPE_CHECKING:
+    from ..emulator import EmulatorConfig
+
+
+def __getattr__(name: str) -> Any:
+    # `EmulatorConfig` lives with the emulator, whose import (starlette) waits until used.
+    if name == "EmulatorConfig":
+        from ..emulator import EmulatorConfig
+
+        return EmulatorConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # A pytest11 entry point registers this module object: the hooks must be its attributes.
+pytest_addoption = _plugin.pytest_addoption
 pytest_configure = _plugin.pytest_configure
 pytest_fixture_setup = _plugin.pytest_fixture_setup
 
 __all__ = [
     "ASGI_BASE_URL",
+    "INSTANT_RETRIES",
+    "EmulatorConfig",
     "RunningEmulator",
     "WenxinMock",
     "mock_wenxin",
