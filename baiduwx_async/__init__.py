@@ -18,7 +18,14 @@ from ._auth import (
     StaticToken,
     credentials_from_env,
 )
-from ._batch import BatchIterator, BatchProgress, BatchResult, BatchWidthWarning
+from ._batch import (
+    BatchFailure,
+    BatchIterator,
+    BatchProgress,
+    BatchResult,
+    BatchSuccess,
+    BatchWidthWarning,
+)
 from ._client import AsyncClient
 from ._errors import (
     APIError,
@@ -31,6 +38,7 @@ from ._errors import (
     RequestTimeoutError,
     ServerError,
     StreamError,
+    TimeoutLimit,
     TransportError,
     ValidationError,
     WenxinError,
@@ -66,9 +74,11 @@ __all__ = [
     "AdaptiveRateLimiter",
     "AsyncClient",
     "AuthenticationError",
+    "BatchFailure",
     "BatchIterator",
     "BatchProgress",
     "BatchResult",
+    "BatchSuccess",
     "BatchWidthWarning",
     "BceSigningAuth",
     "ChatChunk",
@@ -97,6 +107,7 @@ __all__ = [
     "SharedTokenStore",
     "StaticToken",
     "StreamError",
+    "TimeoutLimit",
     "TokenManager",
     "TokenStore",
     "TransportError",

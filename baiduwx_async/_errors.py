@@ -155,10 +155,19 @@ class StreamError(ProtocolError):
 class APIError(WenxinError):
     """The server refused the call.
 
-    `code` is the `error_code` of the body (an int), the OAuth `error` string, or `None`
-    when only the HTTP status spoke. `request_id` is the id the server echoed (or the one
-    we sent), `response_id` the body's `id`; `hint` says what to check, where we know.
+    `code` is the `error_code` of the body (an int, e.g. 336003), the OAuth `error` string
+    (e.g. `"invalid_client"`), or `None` when only the HTTP status spoke. `request_id` is
+    the id the server echoed (or the one we sent), `response_id` the body's `id`; `hint`
+    says what to check, where we know. `retryable` and `retry_after` are what the retry
+    loop went by (see `ERROR_TABLE`).
     """
+
+    #: The body's `error_code` (int), the OAuth `error` (str), or None (HTTP status only).
+    code: int | str | None
+    #: The HTTP status of the answer, when there was one.
+    status_code: int | None
+    #: What to check or change, where the library knows.
+    hint: str | None
 
     def __init__(
         self,
