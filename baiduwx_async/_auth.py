@@ -1,7 +1,7 @@
 """
 Credentials, and the `httpx.Auth` objects that put them on each request.
 
-Three kinds of credentials (PROTOCOL §2):
+Three kinds of credentials (docs/protocol.md §2):
 
 - `OAuthCredentials(api_key, secret_key)`: exchanged for an access token that goes in
   the `access_token` query parameter; refreshed by a `TokenManager`.
@@ -175,7 +175,7 @@ def token_url(base_url: httpx.URL, credentials: OAuthCredentials) -> httpx.URL:
 def parse_token_response(
     status_code: int, body: bytes, *, now: float, request_id: str | None = None
 ) -> AccessToken:
-    """An `AccessToken`, or the error the token endpoint answered (PROTOCOL §2a)."""
+    """An `AccessToken`, or the error the token endpoint answered (docs/protocol.md §2a)."""
     data = loads_or_none(body)
     if isinstance(data, dict):
         error = api_error_from_body(data, status_code=status_code, request_id=request_id)
@@ -271,7 +271,7 @@ class AccessTokenAuth(httpx.Auth):
         return f"AccessTokenAuth({self._source!r})"
 
 
-#: Headers the client signs besides every `x-bce-*` one (PROTOCOL §2b, project choice).
+#: Headers the client signs besides every `x-bce-*` one (docs/protocol.md §2b, project choice).
 SIGNED_HEADERS = ("content-type", "host", "x-bce-date")
 
 

@@ -42,7 +42,7 @@ __all__ = [
     "user",
 ]
 
-#: Total characters of all message contents the service accepts (PROTOCOL §3.1).
+#: Total characters of all message contents the service accepts (docs/protocol.md §3.1).
 DEFAULT_MAX_INPUT_CHARS = 4800
 MAX_STOP_WORDS = 4
 MAX_STOP_WORD_CHARS = 20
@@ -172,7 +172,7 @@ MessageLike = Message | Mapping[str, Any]
 def check_messages(
     messages: Sequence[MessageLike], *, max_chars: int | None = DEFAULT_MAX_INPUT_CHARS
 ) -> list[dict[str, str]]:
-    """Check a conversation against PROTOCOL §3.1 and return it as the JSON body carries it.
+    """Check a conversation against docs/protocol.md §3.1 and return it as the JSON body carries it.
 
     Non-empty, an odd count, roles alternating user/assistant from a user turn to a user
     turn, every content a non-blank string, all contents together at most `max_chars`.
@@ -264,7 +264,7 @@ def _lenient_int(value: str | None) -> int | None:
 
 @attrs.frozen
 class RateLimitInfo:
-    """The `X-Ratelimit-*` headers of an answer (PROTOCOL §7); `None` where absent."""
+    """The `X-Ratelimit-*` headers of an answer (docs/protocol.md §7); `None` where absent."""
 
     limit_requests: int | None = None
     limit_tokens: int | None = None

@@ -137,7 +137,7 @@ class EmulatorConfig:
     emulator's clock.
     """
 
-    # --- credentials and tokens (PROTOCOL §2) ---
+    # --- credentials and tokens (docs/protocol.md §2) ---
     #: OAuth API Key -> Secret Key pairs accepted by /oauth/2.0/token.
     credentials: dict[str, str] = attrs.field(
         factory=lambda: {"test-api-key": "test-secret-key"}, converter=_str_dict
@@ -161,7 +161,7 @@ class EmulatorConfig:
     #: Endpoint names ("name" or "chat/name") no credentials may call -> 6.
     forbidden_endpoints: set[str] = attrs.field(factory=set, converter=_str_set)
 
-    # --- validation (PROTOCOL §3) ---
+    # --- validation (docs/protocol.md §3) ---
     max_question_chars: int = attrs.field(default=4800, validator=_positive_int)
     max_total_chars: int = attrs.field(default=4800, validator=_positive_int)
 
@@ -175,7 +175,7 @@ class EmulatorConfig:
     #: Extra seconds added to every model request, errors included.
     latency: float = attrs.field(default=0.0, validator=_non_negative)
 
-    # --- limits (PROTOCOL §7) ---
+    # --- limits (docs/protocol.md §7) ---
     qps: float | None = attrs.field(default=None, validator=_positive_or_none)
     rpm: int | None = attrs.field(default=None, validator=_positive_int_or_none)
     tpm: int | None = attrs.field(default=None, validator=_positive_int_or_none)
@@ -201,7 +201,7 @@ class EmulatorConfig:
         factory=dict, converter=_fail_prompts, validator=_check_fail_prompts
     )
 
-    # --- stream framing (PROTOCOL §5) ---
+    # --- stream framing (docs/protocol.md §5) ---
     #: Send ": keep-alive" comment lines before every chunk.
     sse_keepalive: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Send a final "data: [DONE]" line (a v2 habit, off by default).

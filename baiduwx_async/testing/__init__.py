@@ -16,7 +16,7 @@ A real emulator, served on a free loopback port inside the running event loop::
 `httpx.ASGITransport`, without sockets, under asyncio and trio alike (stream faults that
 drop the connection become `ConnectionDropped`, and the whole answer is buffered).
 
-Mocks, one line per answer, with protocol-shaped bodies (PROTOCOL §4 and §5)::
+Mocks, one line per answer, with protocol-shaped bodies (docs/protocol.md §4 and §5)::
 
     with testing.mock_wenxin() as mock:
         mock.chat("mpt30b", result="Hello!")
