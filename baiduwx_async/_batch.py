@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 import attrs
 
+from ._keywords import show_keywords
 from ._limits import AdaptiveRateLimiter
 from ._models import (
     ChatParams,
@@ -40,7 +41,7 @@ from ._models import (
     check_endpoint,
     check_positive_int,
 )
-from ._params import ChatOptions, CompletionOptions, show_keywords, split_params
+from ._params import ChatOptions, CompletionOptions, split_params
 from ._retry import count_attempts
 
 if TYPE_CHECKING:  # anyio loads these on first use; importing us should not

@@ -25,8 +25,9 @@ from ._batch import (
 )
 from ._embeddings import DEFAULT_TEXTS_PER_REQUEST, EmbeddingResponse
 from ._errors import ValidationError
+from ._keywords import check_unknown, show_keywords
 from ._models import check_endpoint, check_positive_int
-from ._params import EmbedOptions, Extras, check_unknown, show_keywords
+from ._params import EmbedOptions, Extras
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -44,6 +44,7 @@ from ._embeddings import (
     embed_in_parts,
 )
 from ._errors import ValidationError
+from ._keywords import check_unknown, show_keywords
 from ._limits import AdaptiveRateLimiter, RateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
@@ -66,8 +67,6 @@ from ._params import (
     CompletionOptions,
     EmbedOptions,
     Extras,
-    check_unknown,
-    show_keywords,
     split_params,
 )
 from ._retry import RetryPolicy

@@ -6,21 +6,20 @@ and the options of the call itself (`extra_body`, `extra_headers`, `extra_query`
 
 The keywords are declared once, as `TypedDict`s that the public calls take as
 `**params: Unpack[...]`; a keyword of another client's vocabulary (`max_tokens`, `model`)
-is a `TypeError` that names ours.
+is a `TypeError` that names ours (`_keywords`).
 """
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 import attrs
 
 from ._errors import ValidationError
+from ._keywords import check_unknown
 from ._messages import Function, FunctionParam
 
 if TYPE_CHECKING:
@@ -36,8 +35,6 @@ __all__ = [
     "EmbedOptions",
     "Extras",
     "ToolChoice",
-    "check_unknown",
-    "show_keywords",
     "split_params",
 ]
 
@@ -73,9 +70,7 @@ class CallOptions(TypedDict, total=False):
     request_id: str | None
 
 
-class CompletionOptions(CallOptions, total=False):
-    """The keywords of `complete()` and `complete_stream()`."""
-
+class _CompletionFields(TypedDict, total=False):
     temperature: float | None
     top_k: int | None
     top_p: float | None
@@ -84,9 +79,7 @@ class CompletionOptions(CallOptions, total=False):
     user_id: str | None
 
 
-class ChatOptions(CompletionOptions, total=False):
-    """The keywords of `chat()`, `chat_stream()` and the chat batches."""
-
+class _ChatFields(_CompletionFields, total=False):
     metadata: Mapping[str, str] | None
     system: str | None
     max_output_tokens: int | None
@@ -99,11 +92,24 @@ class ChatOptions(CompletionOptions, total=False):
     user_ip: str | None
 
 
-class EmbedOptions(CallOptions, total=False):
-    """The keywords of `embed()` and the embedding batches."""
-
+class _EmbedFields(TypedDict, total=False):
     user_id: str | None
     texts_per_request: int
+
+
+# The fields first, then the options of the call: the order help() lists them in.
+
+
+class CompletionOptions(_CompletionFields, CallOptions, total=False):
+    """The keywords of `complete()` and `complete_stream()`."""
+
+
+class ChatOptions(_ChatFields, CallOptions, total=False):
+    """The keywords of `chat()`, `chat_stream()` and the chat batches."""
+
+
+class EmbedOptions(_EmbedFields, CallOptions, total=False):
+    """The keywords of `embed()` and the embedding batches."""
 
 
 CALL_OPTIONS = frozenset(CallOptions.__annotations__)
@@ -387,80 +393,3 @@ def split_params(
             generation[name] = value
     fields = cls(**generation).body_fields() if generation else {}
     return fields, Extras(**options) if options else NO_EXTRAS
-
-
-# --- keywords other clients use, and what to write here instead
-
-_ELSEWHERE: dict[str, str] = {
-    "max_tokens": "the answer's length is capped by max_output_tokens (chat, ERNIE models)",
-    "max_completion_tokens": "the answer's length is capped by max_output_tokens (chat)",
-    "max_new_tokens": "the answer's length is capped by max_output_tokens (chat)",
-    "model": "the model is the endpoint, the first argument: client.chat('ernie-4.0-8k', ...)",
-    "engine": "the model is the endpoint, the first argument",
-    "n": "one answer per call; send several calls (batch_chat, batch_complete) for more",
-    "stream": "use chat_stream() / complete_stream() to stream",
-    "stop_sequences": "use stop (up to 4 strings)",
-    "user": "the end user's id is user_id",
-    "tools": "functions take Function(...) definitions (and tool_choice forces one)",
-    "presence_penalty": "use penalty_score, in [1, 2]",
-    "frequency_penalty": "use penalty_score, in [1, 2]",
-    "repetition_penalty": "use penalty_score, in [1, 2]",
-    "system_prompt": "use system (chat)",
-    "input": "the texts are the second argument: client.embed(endpoint, texts)",
-    "extra_params": "use extra_body",
-    "headers": "use extra_headers",
-    "params": "use extra_query",
-}
-_ON_COMPLETE: dict[str, str] = {
-    "messages": "complete() takes a prompt string; use chat() for messages",
-    "system": "system is a chat field; use chat() for an ERNIE model",
-    "max_output_tokens": "max_output_tokens is a chat field (ERNIE models); use chat()",
-}
-_ON_CHAT: dict[str, str] = {
-    "prompt": "chat() takes messages: client.chat(endpoint, [wx.user(prompt)])",
-}
-
-
-def check_unknown(call: str, params: Mapping[str, Any], known: frozenset[str]) -> None:
-    """A `TypeError` for the first keyword `call` does not take, saying what to use."""
-    if params.keys() <= known:
-        return
-    name = next(name for name in params if name not in known)
-    hint = (
-        _ON_COMPLETE
-        if call.startswith(("complete", "batch_complete", "iter_batch_complete"))
-        else _ON_CHAT
-        if "chat" in call
-        else {}
-    ).get(name) or _ELSEWHERE.get(name)
-    if hint is None:
-        close = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "see help() for the keywords it takes"
-    raise TypeError(f"{call}() got an unexpected keyword argument {name!r}: {hint}")
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def show_keywords(options: type, **defaults: object) -> Callable[[F], F]:
-    """Make `help()` and `inspect.signature` list a `**params: Unpack[options]` method's
-    keywords one by one, as if written out (with `defaults`, else `None`)."""
-
-    def decorate(function: F) -> F:
-        signature = inspect.signature(function)
-        parameters = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
-        keywords = sorted(options.__annotations__.items(), key=lambda kv: kv[0] in CALL_OPTIONS)
-        parameters += [
-            inspect.Parameter(
-                name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=defaults.get(name),
-                annotation=getattr(kind, "__forward_arg__", kind),
-            )
-            for name, kind in keywords
-            if name not in signature.parameters
-        ]
-        function.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-        return function
-
-    return decorate
