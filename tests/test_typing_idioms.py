@@ -23,6 +23,7 @@ async def main(client: wx.AsyncClient) -> None:
     async with client.chat_stream("mpt30b", [wx.user("hi")]) as stream:
         pass
     print(stream.usage.total_tokens)  # line 12: None before the stream starts
+    await client.chat("mpt30b", [{"role": "usr", "content": "hi"}])  # line 13: no such role
 """
 
 
@@ -47,5 +48,5 @@ def test_mypy_refuses_what_the_types_rule_out(cache: Path, tmp_path: Path) -> No
     source.write_text(textwrap.dedent(MISTAKES))
     status, out = mypy(cache, source)
     flagged = sorted({int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line})
-    assert flagged == [7, 9, 12], out
+    assert flagged == [7, 9, 12, 13], out
     assert status == 1
