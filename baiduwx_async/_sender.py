@@ -218,14 +218,14 @@ class Sender:
         """Complete a connection failure's message: where, how many tries, what to change."""
         error.url = error.url or location(request.url)
         error.attempts = attempts
-        if error.hint is not None:
-            return
         if not isinstance(error, RequestTimeoutError):
-            error.hint = (
-                f"is the service at {origin(request.url)} up and reachable? The address "
-                f"comes from {self.base_url_setting}"
-            )
+            if error.hint is None:
+                error.hint = (
+                    f"is the service at {origin(request.url)} up and reachable? The address "
+                    f"comes from {self.base_url_setting}"
+                )
             return
+        # A timeout's own hint (from a body read) cannot know the value; this one does.
         limit = error.limit
         if limit is not None and error.seconds is None:
             error.seconds = getattr(request.timeout, limit)

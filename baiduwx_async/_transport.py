@@ -166,7 +166,10 @@ def read_failed(exc: BaseException, *, timeout: bool) -> TransportError:
     """The error for a body that stopped coming: silence past the read timeout, or a break."""
     if timeout:
         return RequestTimeoutError(
-            f"no data within the read timeout ({type(exc).__name__})", limit="read"
+            f"no data within the read timeout ({type(exc).__name__})",
+            limit="read",
+            hint="allow a longer silence with timeout=SECONDS (or httpx.Timeout(..., "
+            "read=SECONDS)); in a stream it is the longest wait between two chunks",
         )
     return TransportError(f"connection broken while reading: {type(exc).__name__}: {exc}")
 

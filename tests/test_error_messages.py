@@ -3,6 +3,7 @@ query), how many attempts were made, which setting to change, and never a secret
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -218,3 +219,29 @@ async def test_cli_line_of_a_connection_failure_keeps_port_attempts_and_setting(
     assert f"127.0.0.1:{closed_port}" in line and "after 3 attempts" in line
     assert "base_url=" in line
     assert_no_secret(line)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the aiohttp transport's loop
+@pytest.mark.parametrize("backend", ["httpx", "aiohttp"])
+async def test_silence_in_the_middle_of_a_stream_says_what_to_change(backend: str) -> None:
+    from .test_transports import always, client_of, scripted
+
+    chunk = {"id": "as-s", "object": "chat.completion", "created": 1, "sentence_id": 0,
+             "is_end": False, "is_truncated": False, "result": "one. ",
+             "need_clear_history": False,
+             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}  # fmt: skip
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 4000\r\n\r\n"
+    first_chunk_then_silence = always(head + b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    async with scripted(first_chunk_then_silence) as server:
+        client = client_of(server, backend, timeout=httpx.Timeout(5.0, read=0.2))
+        async with client:
+            seen = []
+            with pytest.raises(wx.RequestTimeoutError) as caught:
+                async with client.chat_stream("mpt30b", MESSAGES) as stream:
+                    async for chunk in stream:
+                        seen.append(chunk.result)
+    assert seen == ["one. "]
+    error = caught.value
+    assert error.limit == "read"
+    assert "timeout=SECONDS" in str(error) and "between two chunks" in str(error)
+    assert_no_secret(str(error))
