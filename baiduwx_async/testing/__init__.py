@@ -35,6 +35,12 @@ indirect=True)` (the parameter wins). `asgi=True` in either gives the socket-fre
 `wenxin_client` is an `AsyncClient` bound to it (indirectly parametrize it with a dict of
 `AsyncClient` keywords); it is closed when the emulator stops.
 
+`@pytest.mark.wenxin_instant_retries` (or the ini option `wenxin_instant_retries = true`,
+for every test) gives the fixture's clients `retry_policy=INSTANT_RETRIES`: the same
+attempts, no waiting, so fault-injection tests do not pay the backoff. The plugin also sets
+pytest-asyncio's `asyncio_default_fixture_loop_scope` to "function" when it is unset, so
+that pytest-asyncio does not warn on every run.
+
 How the async fixtures work under each plugin
 ---------------------------------------------
 An async fixture must be run by whichever plugin runs the test, in the test's event loop:
