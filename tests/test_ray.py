@@ -17,7 +17,7 @@ import pytest
 import ray
 
 import baiduwx_async as wx
-from baiduwx_async.ray import ChatMapper, CompletionMapper, PerActorLimitsWarning
+from baiduwx_async.ray import ChatMapper, CompletionMapper, EmbeddingMapper, PerActorLimitsWarning
 
 from .redis_server import EmulatorProcess, RedisServer
 
@@ -75,7 +75,7 @@ def _rows(frame: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_completions_on_two_actors_answer_every_row_once(
     ray_cluster: Path, fresh: EmulatorProcess
 ) -> None:
-    prompts = [{"id": f"p{i}", "prompt": f"Introduce city number {i}"} for i in range(2000)]
+    prompts = [{"id": f"p{i}", "prompt": f"Introduce city number {i}"} for i in range(1000)]
     ds = ray.data.from_items(prompts, override_num_blocks=8)
     out = ds.map_batches(
         CompletionMapper,
@@ -87,7 +87,7 @@ def test_completions_on_two_actors_answer_every_row_once(
     rows = _rows(out)
     assert rows.keys() == {p["id"] for p in prompts}
     stats = fresh.stats()
-    assert stats["endpoints"]["completions/pythia12b"] == {"ok": 2000}
+    assert stats["endpoints"]["completions/pythia12b"] == {"ok": 1000}
     assert stats["token_requests"] <= 2  # one per actor, no more
     for row in rows.values():
         assert row["error"] is None and row["attempts"] == 1
@@ -150,6 +150,38 @@ def test_chat_rows_and_pandas_batches(ray_cluster: Path, fresh: EmulatorProcess)
     assert len(rows) == 60
     assert all(row["error"] is None and row["result"] for row in rows.values())
     assert fresh.stats()["endpoints"]["chat/mpt30b"] == {"ok": 60}
+
+
+def test_embedding_rows(ray_cluster: Path, fresh: EmulatorProcess) -> None:
+    items = [{"id": i, "text": f"document number {i}"} for i in range(100)]
+    items[7]["text"] = "   "  # blank: fails alone, unsent
+    out = (
+        ray.data.from_items(items, override_num_blocks=2)
+        .map_batches(
+            EmbeddingMapper,
+            concurrency=2,
+            batch_size=50,
+            fn_constructor_kwargs={"endpoint": "embedding-v1"},
+        )
+        .take_all()
+    )
+    rows = _rows(out)
+    assert len(rows) == 100
+    assert rows[7]["error"].startswith("ValidationError: ") and rows[7]["embedding"] is None
+    vectors = {i: list(row["embedding"]) for i, row in rows.items() if i != 7}
+    assert all(len(v) == 384 and rows[i]["error"] is None for i, v in vectors.items())
+    assert len({tuple(v) for v in vectors.values()}) == 99  # each row its own text's vector
+    # the same text again gives the same vector: each row got its own text's answer
+    again = (
+        ray.data.from_items([{"id": 3, "text": "document number 3"}])
+        .map_batches(
+            EmbeddingMapper, concurrency=1, fn_constructor_kwargs={"endpoint": "embedding-v1"}
+        )
+        .take_all()
+    )
+    assert list(again[0]["embedding"]) == vectors[3]
+    calls = fresh.stats()["endpoints"]["embeddings/embedding-v1"]["ok"]
+    assert calls < 20  # texts packed up to 16 to a request within each batch, not one per row
 
 
 def test_shared_qps_through_redis_is_never_exceeded(

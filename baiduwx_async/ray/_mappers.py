@@ -208,7 +208,26 @@ class ChatMapper(_Mapper):
 
 
 class EmbeddingMapper(_Mapper):
-    """Embeds the `"text"` column (or `input_column`); the vector goes to `embedding`."""
+    """Embeds the `"text"` column (or `input_column`); the vector goes to `embedding`.
+
+    Texts go out packed `texts_per_request` to a request (`params={"texts_per_request":
+    1}` for `tao_8k`). The service counts tokens per request, not per text, so
+    `prompt_tokens` and `completion_tokens` are `None` on embedding rows.
+    """
 
     default_input_column = "text"
     result_column = "embedding"
+
+    async def _run(self, client: AsyncClient, inputs: list[Any]) -> list[BatchResult[Any, Any]]:
+        return await client.batch_embed(
+            self.endpoint, inputs, concurrency=self.max_concurrency, **self._params
+        )
+
+    def _columns(self, results: Sequence[BatchResult[Any, Any]]) -> dict[str, list[Any]]:
+        return {
+            self.result_column: [r.response for r in results],
+            "prompt_tokens": [None] * len(results),
+            "completion_tokens": [None] * len(results),
+            "error": [None if r.error is None else _describe(r.error) for r in results],
+            "attempts": [r.attempts for r in results],
+        }
