@@ -61,6 +61,7 @@ from ._sender import (
     install_log_redaction,
 )
 from ._streaming import ChatStream, ChunkReader, CompletionStream
+from ._telemetry import make_telemetry, traced, traced_stream
 from ._tokens import AccessToken, TokenManager, TokenStore
 from ._transport import HttpxTransport, Reply, Transport, make_transport
 
@@ -111,6 +112,8 @@ class AsyncClient(BatchMethods):
         qps, rpm: a client-side rate limit, requests per second / per minute. Without
             either, the client still slows down by itself after rate-limit answers.
         rate_limiter: a limiter of your own (e.g. one shared between processes) instead.
+        telemetry: OpenTelemetry spans and metrics for each call when `opentelemetry-api`
+            is installed (extra `otel`); `False` turns them off.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class AsyncClient(BatchMethods):
         rpm: float | None = None,
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.time,
+        telemetry: bool = True,
     ) -> None:
         if credentials is None:
             credentials = credentials_from_env()
@@ -194,6 +198,7 @@ class AsyncClient(BatchMethods):
         else:
             self._auth = AccessTokenAuth(credentials)
         install_log_redaction()
+        self._telemetry = make_telemetry(telemetry, self._base_url, self._sender)
 
     # --- lifecycle
 
@@ -236,6 +241,7 @@ class AsyncClient(BatchMethods):
 
     # --- calls
 
+    @traced("chat")
     async def chat(
         self,
         endpoint: str,
@@ -282,6 +288,7 @@ class AsyncClient(BatchMethods):
         )
         return _decode_answer(await self._sender.send(call), ChatResponse)
 
+    @traced("text_completion")
     async def complete(
         self,
         endpoint: str,
@@ -319,6 +326,7 @@ class AsyncClient(BatchMethods):
         )
         return _decode_answer(await self._sender.send(call), CompletionResponse)
 
+    @traced_stream("chat")
     def chat_stream(
         self,
         endpoint: str,
@@ -368,6 +376,7 @@ class AsyncClient(BatchMethods):
         )
         return ChatStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
+    @traced_stream("text_completion")
     def complete_stream(
         self,
         endpoint: str,
