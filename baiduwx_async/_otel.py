@@ -236,8 +236,8 @@ class _StreamWatcher:
 
     def close(self, stream: Any) -> None:
         op, self.op = self.op, None
-        if op is not None:
-            op.end(None if self._error is not None else _StreamResult(stream), self._error)
+        if op is not None:  # what was read is recorded, even when reading failed
+            op.end(_StreamResult(stream), self._error)
 
 
 class _StreamResult:

@@ -10,7 +10,7 @@ loaded on the first client, never by `import baiduwx_async`.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from functools import update_wrapper
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -76,13 +76,14 @@ def _api_available() -> bool:
 def traced(
     operation: str,
 ) -> Callable[
-    [Callable[Concatenate[C, P], Awaitable[T]]], Callable[Concatenate[C, P], Awaitable[T]]
+    [Callable[Concatenate[C, P], Coroutine[Any, Any, T]]],
+    Callable[Concatenate[C, P], Coroutine[Any, Any, T]],
 ]:
     """One CLIENT span (and the metrics) around an awaited public call."""
 
     def decorate(
-        method: Callable[Concatenate[C, P], Awaitable[T]],
-    ) -> Callable[Concatenate[C, P], Awaitable[T]]:
+        method: Callable[Concatenate[C, P], Coroutine[Any, Any, T]],
+    ) -> Callable[Concatenate[C, P], Coroutine[Any, Any, T]]:
         async def call(self: C, /, *args: P.args, **kwargs: P.kwargs) -> T:
             telemetry = self._telemetry
             if telemetry is None:
