@@ -74,6 +74,17 @@ class Telemetry:
         )
         port = base_url.port or (443 if base_url.scheme == "https" else 80)
         self._server: dict[str, Any] = {"server.address": base_url.host, "server.port": port}
+        self._routes: dict[tuple[str, str], _Route] = {}
+
+    def route(self, operation: str, endpoint: str) -> _Route:
+        """The span name and metric attributes of one operation on one endpoint: made
+        once, as an SDK copies (never keeps) the attributes it is given."""
+        route = self._routes.get((operation, endpoint))
+        if route is None:
+            if len(self._routes) >= 256:
+                self._routes.clear()
+            route = self._routes[operation, endpoint] = _Route(operation, endpoint, self._server)
+        return route
 
     async def call(
         self,
@@ -117,10 +128,25 @@ class Telemetry:
             )
 
 
+class _Route:
+    __slots__ = ("base", "input", "output", "span_name")
+
+    def __init__(self, operation: str, endpoint: str, server: Mapping[str, Any]) -> None:
+        self.span_name = f"{operation} {endpoint}"
+        self.base: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": PROVIDER,
+            "gen_ai.request.model": endpoint,
+            **server,
+        }
+        self.input = {**self.base, "gen_ai.token.type": "input"}
+        self.output = {**self.base, "gen_ai.token.type": "output"}
+
+
 class Operation:
     """The span of one call and the figures its metrics need."""
 
-    __slots__ = ("_args", "_kwargs", "base", "operation", "span", "started", "telemetry")
+    __slots__ = ("_args", "_kwargs", "operation", "route", "span", "started", "telemetry")
 
     def __init__(
         self,
@@ -133,23 +159,19 @@ class Operation:
         self.operation = operation
         self._args = args
         self._kwargs = kwargs
-        endpoint = args[0] if args else kwargs.get("endpoint")
-        self.base: dict[str, Any] = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.provider.name": PROVIDER,
-            "gen_ai.request.model": str(endpoint),
-            **telemetry._server,
-        }
+        endpoint = str(args[0] if args else kwargs.get("endpoint"))
+        self.route = route = telemetry.route(operation, endpoint)
+        requested = _request_attributes(kwargs) if kwargs else None
         self.span: Span = telemetry._tracer.start_span(
-            f"{operation} {endpoint}", kind=SpanKind.CLIENT, attributes=self.base
+            route.span_name,
+            kind=SpanKind.CLIENT,
+            attributes={**route.base, **requested} if requested else route.base,
         )
-        if self.span.is_recording():
-            self.span.set_attributes(_request_attributes(kwargs))
         self.started = _perf_counter()
 
     def first_chunk(self) -> None:
         elapsed = _perf_counter() - self.started
-        self.telemetry.time_to_first_chunk.record(elapsed, self.base)
+        self.telemetry.time_to_first_chunk.record(elapsed, self.route.base)
         if self.span.is_recording():
             self.span.set_attribute("gen_ai.response.time_to_first_chunk", elapsed)
 
@@ -160,19 +182,19 @@ class Operation:
         duration = _perf_counter() - self.started
         recording = span.is_recording()
         if error is not None:
-            metric_attributes = {**self.base, "error.type": _error_type(error)}
+            metric_attributes = {**self.route.base, "error.type": _error_type(error)}
             telemetry.duration.record(duration, metric_attributes)
             if recording:
                 span.set_attribute("error.type", metric_attributes["error.type"])
                 span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
         else:
-            telemetry.duration.record(duration, self.base)
+            telemetry.duration.record(duration, self.route.base)
         usage = getattr(response, "usage", None)
         if usage is not None:
             record = telemetry.token_usage.record
-            record(usage.prompt_tokens, {**self.base, "gen_ai.token.type": "input"})
+            record(usage.prompt_tokens, self.route.input)
             if self.operation != "embeddings":
-                record(usage.completion_tokens, {**self.base, "gen_ai.token.type": "output"})
+                record(usage.completion_tokens, self.route.output)
         if recording:
             if response is not None:
                 span.set_attributes(_response_attributes(response, self.operation))
