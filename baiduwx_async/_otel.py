@@ -273,7 +273,7 @@ class _StreamResult:
         self.usage = stream.usage
         self.result = stream.text
         self.finish_reason = getattr(last, "finish_reason", None)
-        self.function_call = getattr(last, "function_call", None)
+        self.function_call = getattr(stream, "function_call", None)
 
 
 def _error_type(error: BaseException) -> str:
