@@ -285,6 +285,65 @@ async def test_retries_spent_end_in_an_error_span(
     assert [e.name for e in span.events] == ["baiduwx.retry"] * 2
 
 
+async def test_ernie_fields_become_the_conventions_request_attributes(otel: Telemetry) -> None:
+    emulator = Emulator(EmulatorConfig(seed=14))
+    async with emulator_client(emulator) as client:
+        reply = await client.chat(
+            "ernie-4.0-8k",
+            [wx.user("answer in JSON")],
+            max_output_tokens=40,
+            response_format="json_object",
+            system="You are terse.",
+        )
+    attributes = dict(otel.span().attributes or {})
+    assert attributes["gen_ai.request.max_tokens"] == 40
+    assert attributes["gen_ai.output.type"] == "json"
+    assert "You are terse." not in everything_recorded(otel.spans()), "content is off"
+    expected = (reply.finish_reason,) if reply.finish_reason else None
+    assert attributes.get("gen_ai.response.finish_reasons") == expected
+
+
+async def test_embed_makes_one_span_for_all_its_requests(otel: Telemetry) -> None:
+    emulator = Emulator(EmulatorConfig(seed=15))
+    texts = [f"text number {i}" for i in range(20)]
+    async with emulator_client(emulator) as client:
+        reply = await client.embed("embedding-v1", texts, texts_per_request=8)
+    assert emulator.stats()["calls"] == 3, "three requests..."
+    span = otel.span()  # ...one operation
+    assert span.name == "embeddings embedding-v1"
+    assert span.kind is SpanKind.CLIENT
+    assert dict(span.attributes or {}) == {
+        **COMMON,
+        "gen_ai.operation.name": "embeddings",
+        "gen_ai.request.model": "embedding-v1",
+        "gen_ai.response.id": reply.id,
+        "gen_ai.usage.input_tokens": reply.usage.prompt_tokens,
+        "gen_ai.embeddings.dimension.count": len(reply.vectors[0]),
+    }
+    found = otel.metrics()
+    assert token_sums(found["gen_ai.client.token.usage"]) == {"input": reply.usage.prompt_tokens}
+    assert reply.usage.prompt_tokens > 0
+    (point,) = points(found["gen_ai.client.operation.duration"])
+    assert point.count == 1 and point.attributes["gen_ai.operation.name"] == "embeddings"
+
+
+async def test_batch_embed_makes_a_span_per_request_under_the_callers_span(
+    otel: Telemetry,
+) -> None:
+    emulator = Emulator(EmulatorConfig(seed=16))
+    tracer = trace.get_tracer("tests")
+    async with emulator_client(emulator) as client:
+        with tracer.start_as_current_span("embedding job") as parent:
+            results = await client.batch_embed(
+                "embedding-v1", [f"t{i}" for i in range(10)], texts_per_request=4
+            )
+    assert all(r.ok for r in results)
+    calls = [s for s in otel.spans() if s.name != "embedding job"]
+    assert [s.name for s in calls] == ["embeddings embedding-v1"] * 3
+    ours = parent.get_span_context().span_id
+    assert all(s.parent is not None and s.parent.span_id == ours for s in calls)
+
+
 # --- streams
 
 
@@ -530,6 +589,43 @@ async def test_content_capture_records_the_conventions_message_shape(
     recorded = everything_recorded(otel.spans())
     for secret in (EMULATOR_KEY, EMULATOR_SECRET, emulator.issue_token()[:12], "access_token"):
         assert secret not in recorded
+
+
+async def test_content_capture_of_a_function_call_round(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CAPTURE, "true")
+    weather = wx.Function(
+        "get_weather",
+        "The weather in a city",
+        {"type": "object", "properties": {"city": {"type": "string"}}},
+    )
+    emulator = Emulator(EmulatorConfig(seed=17))
+    async with emulator_client(emulator) as client:
+        question = [wx.user("What is the weather in get_weather Beijing?")]
+        asked = await client.chat("ernie-4.0-8k", question, functions=[weather], system="Be brief.")
+        assert asked.function_call is not None
+        answer = [
+            *question,
+            asked.message,
+            wx.function_result("get_weather", '{"temperature": 25}'),
+        ]
+        await client.chat("ernie-4.0-8k", answer, functions=[weather])
+    first, second = (span.events[0].attributes or {} for span in otel.spans())
+    assert json.loads(str(first["gen_ai.system_instructions"])) == [
+        {"type": "text", "content": "Be brief."}
+    ]
+    (out,) = json.loads(str(first["gen_ai.output.messages"]))
+    assert out["role"] == "assistant" and out["finish_reason"] == "function_call"
+    (call,) = [p for p in out["parts"] if p["type"] == "tool_call"]
+    assert call["name"] == "get_weather"
+    assert call["arguments"] == json.loads(asked.function_call.arguments)
+    sent = json.loads(str(second["gen_ai.input.messages"]))
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[1]["parts"][-1]["type"] == "tool_call"
+    assert sent[2]["parts"] == [
+        {"type": "tool_call_response", "id": None, "response": '{"temperature": 25}'}
+    ]
 
 
 async def test_no_secret_is_recorded_even_with_content_capture(
