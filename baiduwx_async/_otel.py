@@ -75,6 +75,23 @@ class Telemetry:
         port = base_url.port or (443 if base_url.scheme == "https" else 80)
         self._server: dict[str, Any] = {"server.address": base_url.host, "server.port": port}
         self._routes: dict[tuple[str, str], _Route] = {}
+        # The API's stand-ins for providers not set yet; while both are still in place no
+        # call can be recorded, and `idle` lets the calls skip their no-op spans.
+        tracers, meters = trace.get_tracer_provider(), metrics.get_meter_provider()
+        unset = isinstance(tracers, trace.ProxyTracerProvider) and (
+            type(meters).__name__ == "_ProxyMeterProvider"
+        )
+        self._unset = (tracers, meters) if unset else None
+
+    @property
+    def idle(self) -> bool:
+        """True while the application has installed no SDK (no tracer or meter provider)."""
+        unset = self._unset
+        return (
+            unset is not None
+            and trace.get_tracer_provider() is unset[0]
+            and metrics.get_meter_provider() is unset[1]
+        )
 
     def route(self, operation: str, endpoint: str) -> _Route:
         """The span name and metric attributes of one operation on one endpoint: made

@@ -3,8 +3,9 @@ The client's hooks for telemetry, free of OpenTelemetry itself.
 
 `traced` and `traced_stream` wrap the public calls. A client built with `telemetry=False`,
 or where `opentelemetry` cannot be imported, holds `None` instead of a `Telemetry`, and the
-wrappers cost one attribute check. Otherwise `_otel` (which imports `opentelemetry`) is
-loaded on the first client, never by `import baiduwx_async`.
+wrappers cost one attribute check; while the application has installed no OpenTelemetry
+SDK, one more look at the API's global providers. `_otel`, which imports `opentelemetry`,
+is loaded by the first client that wants it, never by `import baiduwx_async`.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def traced(
     ) -> Callable[Concatenate[C, P], Coroutine[Any, Any, T]]:
         async def call(self: C, /, *args: P.args, **kwargs: P.kwargs) -> T:
             telemetry = self._telemetry
-            if telemetry is None:
+            if telemetry is None or telemetry.idle:
                 return await method(self, *args, **kwargs)
             return await telemetry.call(operation, method(self, *args, **kwargs), args, kwargs)
 
@@ -105,7 +106,7 @@ def traced_stream(
         def call(self: C, /, *args: P.args, **kwargs: P.kwargs) -> T:
             stream = method(self, *args, **kwargs)
             telemetry = self._telemetry
-            if telemetry is not None:
+            if telemetry is not None and not telemetry.idle:
                 telemetry.watch_stream(stream, operation, args, kwargs)
             return stream
 

@@ -721,3 +721,36 @@ def test_importing_the_package_does_not_load_opentelemetry() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]", "True"]
+
+
+def test_a_client_made_before_the_sdk_records_once_it_is_installed() -> None:
+    done = run_python(
+        """
+        import anyio, httpx, respx
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        import baiduwx_async as wx
+
+        async def main():
+            url = "https://wx.test/rpc/2.0/ai_custom/v1/wenxinworkshop/completions/pythia12b"
+            answer = {"id": "as-1", "object": "completion", "created": 1, "result": "ok",
+                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            exporter = InMemorySpanExporter()
+            with respx.mock:
+                respx.post(url__startswith=url).mock(return_value=httpx.Response(200, json=answer))
+                client = wx.AsyncClient(credentials=wx.StaticToken("t"), base_url="https://wx.test")
+                async with client:
+                    await client.complete("pythia12b", "before")
+                    provider = TracerProvider()
+                    provider.add_span_processor(SimpleSpanProcessor(exporter))
+                    trace.set_tracer_provider(provider)
+                    await client.complete("pythia12b", "after")
+            print([span.name for span in exporter.get_finished_spans()])
+
+        anyio.run(main)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['text_completion pythia12b']"
