@@ -754,3 +754,15 @@ def test_a_client_made_before_the_sdk_records_once_it_is_installed() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "['text_completion pythia12b']"
+
+
+def test_the_readme_telemetry_example_prints_its_spans() -> None:
+    from .test_readme import python_blocks
+
+    (block,) = [b for b in python_blocks() if "ConsoleSpanExporter" in b]
+    done = run_python(block)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"name": "chat mpt30b"' in done.stdout
+    assert '"name": "text_completion pythia12b"' in done.stdout
+    assert '"kind": "SpanKind.CLIENT"' in done.stdout
+    assert '"gen_ai.response.time_to_first_chunk"' in done.stdout
