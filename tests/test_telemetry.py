@@ -650,6 +650,23 @@ async def test_no_secret_is_recorded_even_with_content_capture(
         assert secret not in recorded
 
 
+async def test_no_signature_is_recorded_with_iam_credentials(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CAPTURE, "true")
+    emulator = Emulator(EmulatorConfig(seed=18))
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app))
+    credentials = wx.IAMCredentials("test-access-key", "test-secret-access-key")
+    async with wx.AsyncClient(
+        credentials=credentials, base_url=EMULATOR_URL, http_client=http
+    ) as c:
+        await c.chat(CHAT, [wx.user("signed question")])
+    recorded = everything_recorded(otel.spans())
+    assert "signed question" in recorded, "content capture is on"
+    for secret in ("test-access-key", "test-secret-access-key", "bce-auth-v1", "authorization"):
+        assert secret not in recorded.lower()
+
+
 # --- switched off, or not installed
 
 
