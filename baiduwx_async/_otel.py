@@ -75,23 +75,15 @@ class Telemetry:
         port = base_url.port or (443 if base_url.scheme == "https" else 80)
         self._server: dict[str, Any] = {"server.address": base_url.host, "server.port": port}
         self._routes: dict[tuple[str, str], _Route] = {}
-        # The API's stand-ins for providers not set yet; while both are still in place no
-        # call can be recorded, and `idle` lets the calls skip their no-op spans.
-        tracers, meters = trace.get_tracer_provider(), metrics.get_meter_provider()
-        unset = isinstance(tracers, trace.ProxyTracerProvider) and (
-            type(meters).__name__ == "_ProxyMeterProvider"
-        )
-        self._unset = (tracers, meters) if unset else None
+        self._unset = _unset_check()
 
-    @property
     def idle(self) -> bool:
-        """True while the application has installed no SDK (no tracer or meter provider)."""
-        unset = self._unset
-        return (
-            unset is not None
-            and trace.get_tracer_provider() is unset[0]
-            and metrics.get_meter_provider() is unset[1]
-        )
+        """True while the application has installed no SDK (no tracer or meter provider):
+        nothing can be recorded, and the calls skip their no-op spans."""
+        if self._unset():
+            return True
+        self._unset = _never  # a provider once set stays set
+        return False
 
     def route(self, operation: str, endpoint: str) -> _Route:
         """The span name and metric attributes of one operation on one endpoint: made
@@ -291,6 +283,41 @@ class _StreamResult:
         self.result = stream.text
         self.finish_reason = getattr(last, "finish_reason", None)
         self.function_call = getattr(stream, "function_call", None)
+
+
+def _never() -> bool:
+    return False
+
+
+def _unset_check() -> Callable[[], bool]:
+    """A check, cheap enough to run before every call, that neither a tracer provider nor
+    a meter provider has been set."""
+    tracers, meters = trace.get_tracer_provider(), metrics.get_meter_provider()
+    # The API's stand-ins while nothing is set (configured through the environment, the
+    # calls above have just loaded it): a proxy tracer provider and a proxy meter provider.
+    if not isinstance(tracers, trace.ProxyTracerProvider):
+        return _never
+    if type(meters).__name__ != "_ProxyMeterProvider":
+        return _never
+    check: Callable[[], bool]
+    try:
+        # The API's own globals: the public getters also look at the environment each time,
+        # which costs more than the rest of an idle call.
+        from opentelemetry.metrics import _internal as metrics_state
+
+        trace_state: Any = trace
+        if trace_state._TRACER_PROVIDER is not None or metrics_state._METER_PROVIDER is not None:
+            return _never
+
+        def check() -> bool:
+            return trace_state._TRACER_PROVIDER is None and metrics_state._METER_PROVIDER is None
+
+    except (ImportError, AttributeError):
+
+        def check() -> bool:
+            return trace.get_tracer_provider() is tracers and metrics.get_meter_provider() is meters
+
+    return check
 
 
 def _error_type(error: BaseException) -> str:

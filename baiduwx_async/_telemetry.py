@@ -87,7 +87,7 @@ def traced(
     ) -> Callable[Concatenate[C, P], Coroutine[Any, Any, T]]:
         async def call(self: C, /, *args: P.args, **kwargs: P.kwargs) -> T:
             telemetry = self._telemetry
-            if telemetry is None or telemetry.idle:
+            if telemetry is None or telemetry.idle():
                 return await method(self, *args, **kwargs)
             return await telemetry.call(operation, method(self, *args, **kwargs), args, kwargs)
 
@@ -106,7 +106,7 @@ def traced_stream(
         def call(self: C, /, *args: P.args, **kwargs: P.kwargs) -> T:
             stream = method(self, *args, **kwargs)
             telemetry = self._telemetry
-            if telemetry is not None and not telemetry.idle:
+            if telemetry is not None and not telemetry.idle():
                 telemetry.watch_stream(stream, operation, args, kwargs)
             return stream
 
