@@ -6,8 +6,6 @@ the application installs an SDK. Imported by `_telemetry` on the first client th
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -17,6 +15,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from ._genai_messages import input_messages, output_message, to_json
 from ._telemetry import call_arguments
 from ._version import __version__
 
@@ -214,14 +213,14 @@ class Operation:
     def _capture(self, span: Span, response: Any) -> None:
         _, given = call_arguments(self._args, self._kwargs)
         details: dict[str, Any] = {"gen_ai.operation.name": self.operation}
-        inputs = _input_messages(self.operation, given)
+        inputs = input_messages(self.operation, given)
         if inputs is not None:
-            details["gen_ai.input.messages"] = _json(inputs)
+            details["gen_ai.input.messages"] = to_json(inputs)
         system = self._kwargs.get("system")
         if isinstance(system, str):
-            details["gen_ai.system_instructions"] = _json([{"type": "text", "content": system}])
+            details["gen_ai.system_instructions"] = to_json([{"type": "text", "content": system}])
         if response is not None and self.operation != "embeddings":
-            details["gen_ai.output.messages"] = _json([_output_message(response)])
+            details["gen_ai.output.messages"] = to_json([output_message(response)])
         span.add_event(CONTENT_EVENT, details)
 
 
@@ -355,63 +354,3 @@ def _response_attributes(response: Any, operation: str) -> dict[str, Any]:
         if vectors:
             found["gen_ai.embeddings.dimension.count"] = len(vectors[0])
     return found
-
-
-# --- content, in the conventions' message shape; only with capture switched on
-
-
-def _field(item: Any, name: str) -> Any:
-    if isinstance(item, Mapping):
-        return item.get(name)
-    return getattr(item, name, None)
-
-
-def _tool_call(call: Any) -> dict[str, Any]:
-    arguments = _field(call, "arguments")
-    if isinstance(arguments, str):
-        with contextlib.suppress(ValueError):
-            arguments = json.loads(arguments)
-    return {"type": "tool_call", "id": None, "name": _field(call, "name"), "arguments": arguments}
-
-
-def _input_messages(operation: str, given: Any) -> list[dict[str, Any]] | None:
-    if operation == "text_completion" and isinstance(given, str):
-        return [{"role": "user", "parts": [{"type": "text", "content": given}]}]
-    if operation != "chat" or given is None:
-        return None
-    messages = []
-    for message in given:
-        role, content = _field(message, "role"), _field(message, "content")
-        if role == "function":
-            part = {"type": "tool_call_response", "id": None, "response": content}
-            messages.append({"role": "tool", "parts": [part]})
-            continue
-        parts: list[dict[str, Any]] = []
-        if content:
-            parts.append({"type": "text", "content": content})
-        call = _field(message, "function_call")
-        if call is not None:
-            parts.append(_tool_call(call))
-        messages.append({"role": role, "parts": parts})
-    return messages
-
-
-def _output_message(response: Any) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = []
-    text = getattr(response, "result", None)
-    if text:
-        parts.append({"type": "text", "content": text})
-    call = getattr(response, "function_call", None)
-    if call is not None:
-        parts.append(_tool_call(call))
-    message: dict[str, Any] = {"role": "assistant", "parts": parts}
-    finish_reason = getattr(response, "finish_reason", None)
-    if finish_reason:
-        message["finish_reason"] = finish_reason
-    return message
-
-
-def _json(value: Any) -> str:
-    # Span and event attributes hold no nested structures in this API: JSON, as the
-    # conventions allow for spans.
-    return json.dumps(value, ensure_ascii=False, default=str)
