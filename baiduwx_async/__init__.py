@@ -35,7 +35,7 @@ from ._errors import (
     ValidationError,
     WenxinError,
 )
-from ._limits import AdaptiveRateLimiter, NoLimit, RateLimiter
+from ._limits import AdaptiveRateLimiter, NoLimit, RateLimiter, TokenRateLimiter
 from ._models import (
     ChatChunk,
     ChatResponse,
@@ -49,6 +49,7 @@ from ._models import (
 )
 from ._retry import RetryPolicy
 from ._streaming import ChatStream, CompletionStream
+from ._token_budget import TokenCharge, TokenEstimator, estimate_tokens
 from ._tokens import (
     AccessToken,
     FileTokenStore,
@@ -97,7 +98,10 @@ __all__ = [
     "SharedTokenStore",
     "StaticToken",
     "StreamError",
+    "TokenCharge",
+    "TokenEstimator",
     "TokenManager",
+    "TokenRateLimiter",
     "TokenStore",
     "TransportError",
     "Usage",
@@ -106,5 +110,6 @@ __all__ = [
     "__version__",
     "assistant",
     "credentials_from_env",
+    "estimate_tokens",
     "user",
 ]
