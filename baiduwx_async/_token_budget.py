@@ -108,13 +108,21 @@ def estimate_tokens(body: Mapping[str, Any]) -> int:
 class TokenCharge:
     """What one request was charged: settled once by the limiter that made it."""
 
-    __slots__ = ("at", "entry", "paced", "settled", "tokens")
+    __slots__ = ("at", "booking", "entry", "paced", "settled", "tokens")
 
-    def __init__(self, tokens: int, at: float, paced: float, entry: list[float] | None) -> None:
+    def __init__(
+        self,
+        tokens: int,
+        at: float,
+        paced: float,
+        entry: list[float] | None,
+        booking: str | None = None,
+    ) -> None:
         self.tokens = tokens  #: the estimate charged
         self.at = at  #: when it was booked (the limiter's clock)
         self.paced = paced  #: tokens the pace counted for it
         self.entry = entry  #: its [time, tokens] in the window (in-process)
+        self.booking = booking  #: its id in a shared (Redis) window
         self.settled = False
 
 
