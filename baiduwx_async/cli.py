@@ -4,7 +4,7 @@
 baiduwx chat ENDPOINT [PROMPT]          stream an answer; without PROMPT, a conversation
 baiduwx complete ENDPOINT PROMPT        stream a completion
 baiduwx batch ENDPOINT IN.jsonl -o OUT.jsonl [--chat|--complete] [--concurrency N] [--qps Q]
-              [--redis URL] [--shard I/N]
+              [--tpm T] [--redis URL] [--shard I/N]
 baiduwx emulator [--host H] [--port P] [--config FILE]
 baiduwx demo                            everything above against an in-process emulator
 ```
@@ -250,8 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests in flight at most (default 16)")  # fmt: skip
     batch.add_argument("--qps", type=_positive_float, metavar="Q",
                        help="requests started per second at most")  # fmt: skip
+    batch.add_argument("--tpm", type=_positive_float, metavar="T",
+                       help="tokens per minute at most: each request is charged its "
+                       "estimated tokens ahead and settled by its answer's usage")  # fmt: skip
     batch.add_argument("--redis", metavar="URL",
-                       help="share the token and the --qps quota with every run using this "
+                       help="share the token, the --qps/--tpm quotas and the slow-down after "
+                       "rate-limit answers with every run using this "
                        "Redis (redis://[:password@]host:port/db; extra 'redis')")  # fmt: skip
     batch.add_argument("--shard", type=_shard, metavar="I/N",
                        help="run only shard I of N (1-based): the ids whose stable hash "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -350,3 +351,46 @@ async def test_without_tpm_calls_carry_no_estimate() -> None:
         call = client._prepare("completions", "pythia12b", {"prompt": "x"}, None, None, None)
         assert call.tokens is None
         await client.complete("pythia12b", "hello")
+
+
+# --- progress
+
+
+async def test_batch_progress_counts_tokens_per_minute() -> None:
+    emulator = scaled_emulator()
+    seen: list[wx.BatchProgress] = []
+    async with budget_client(emulator, None) as client:
+        results = await client.batch_complete(
+            "pythia12b", mixed_prompts(20), concurrency=4, on_progress=seen.append
+        )
+    used = sum(r.response.usage.total_tokens for r in results if r.response is not None)
+    last = seen[-1]
+    assert last.tokens == used > 0
+    assert last.tokens_per_minute == pytest.approx(used * 60 / last.elapsed)
+
+
+def test_cli_batch_with_tpm_shows_tokens_per_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from baiduwx_async.cli import main
+
+    from .test_cli import emulator_thread, read_jsonl, write_inputs
+
+    with emulator_thread(tpm=100_000) as running:
+        monkeypatch.setenv("QIANFAN_AK", "test-api-key")
+        monkeypatch.setenv("QIANFAN_SK", "test-secret-key")
+        monkeypatch.setenv("QIANFAN_BASE_URL", running.base_url)
+        source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        records: list[dict[str, Any]] = [{"id": i, "prompt": f"short {i}"} for i in range(3)]
+        records.append({"id": "huge", "prompt": "你" * 4500})  # 4500 + 1024 > 5000
+        write_inputs(source, records)
+        command = ["batch", "pythia12b", str(source), "-o", str(output), "--complete"]
+        code = main([*command, "--tpm", "5000"])
+        assert code == 1
+        by_id = {line["id"]: line for line in read_jsonl(output)}
+        assert by_id["huge"]["error"]["type"] == "ValidationError"
+        assert "tokens per minute" in by_id["huge"]["error"]["message"]
+        assert all(by_id[i]["ok"] for i in range(3))
+        assert running.calls("completions/pythia12b") == 3, "the huge one was never sent"
+        summary = capsys.readouterr().err
+        assert "tokens: " in summary and "/min)" in summary
