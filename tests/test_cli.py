@@ -159,7 +159,7 @@ def test_import_is_cheap_and_help_lists_the_commands() -> None:
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    for command in ("chat", "complete", "batch", "emulator", "demo"):
+    for command in ("chat", "complete", "batch", "embed", "emulator", "demo"):
         assert command in done.stdout
     assert elapsed < 2.0  # ~0.3 s unloaded; generous for a busy test machine
 

@@ -19,6 +19,7 @@ import pytest
 import respx
 
 import baiduwx_async as wx
+from baiduwx_async._params import NO_EXTRAS
 from baiduwx_async._token_budget import DEFAULT_ANSWER_ROOM, TokenWindow
 from baiduwx_async.emulator import Emulator, EmulatorConfig
 
@@ -248,6 +249,23 @@ async def test_an_answer_settles_its_charge_by_its_usage() -> None:
         assert budget(client).used == answer.usage.total_tokens
 
 
+async def test_max_output_tokens_is_the_answers_room_and_embeddings_are_charged() -> None:
+    emulator = scaled_emulator()
+    seen: list[int] = []
+
+    def estimator(body: Any) -> int:
+        seen.append(wx.estimate_tokens(body))
+        return seen[-1]
+
+    async with budget_client(emulator, 1_000_000, token_estimator=estimator) as client:
+        chat = await client.chat("ernie-4.0-8k", [wx.user("abcdef")], max_output_tokens=10)
+        assert seen[-1] == 2 + 10, "the answer's room is max_output_tokens"
+        vectors = await client.embed("embedding-v1", ["abcdef", "你好"])
+        assert seen[-1] == 2 + 2, "embeddings: the texts, no answer room"
+        used = chat.usage.total_tokens + vectors.usage.total_tokens
+        assert budget(client).used == used == budget(client).booked()
+
+
 async def test_a_failed_request_is_settled_at_zero() -> None:
     emulator = scaled_emulator(fail_prompts={"refused": 336003})
     async with budget_client(emulator, 1_000_000) as client:
@@ -348,7 +366,9 @@ async def test_without_tpm_calls_carry_no_estimate() -> None:
     emulator = scaled_emulator()
     async with budget_client(emulator, None) as client:
         assert client._estimate is None and client._sender.budget is None
-        call = client._prepare("completions", "pythia12b", {"prompt": "x"}, None, None, None)
+        call = client._template("completions", "pythia12b", NO_EXTRAS).call(
+            {"prompt": "x"}, NO_EXTRAS
+        )
         assert call.tokens is None
         await client.complete("pythia12b", "hello")
 
