@@ -295,11 +295,19 @@ def result_record(item_id: object, result: wx.BatchResult[Any, Any]) -> dict[str
 
 
 class ProgressBar:
-    """A live bar on stderr: done of total, failed, items/s, tokens/min, elapsed and ETA."""
+    """A live bar on stderr: done of total, failed, items/s, tokens/min (when the items
+    carry their usage), elapsed and ETA."""
 
     def __init__(
-        self, total: int | None, console: Console, *, enabled: bool, description: str = "batch"
+        self,
+        total: int | None,
+        console: Console,
+        *,
+        enabled: bool,
+        description: str = "batch",
+        show_tokens: bool = True,
     ) -> None:
+        self.show_tokens = show_tokens
         self.done = 0
         self.failed = 0
         self.tokens = 0
@@ -310,7 +318,7 @@ class ProgressBar:
             MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed"),
             TextColumn("{task.fields[rate]:.1f} items/s"),
-            TextColumn("{task.fields[tpm]:,.0f} tokens/min"),
+            *([TextColumn("{task.fields[tpm]:,.0f} tokens/min")] if show_tokens else []),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -482,7 +490,11 @@ def run_batch(args: argparse.Namespace, process: Process = _process) -> int:
         total = max(0, lines - len(done))
         inputs = BatchInputs(args.input, args.mode, done, warn, shard)
         enabled = console.is_terminal and not args.no_progress
-        bar = ProgressBar(total, console, enabled=enabled, description=args.mode)
+        # an embedding batch's results are vectors, one per text: their usage is not at hand
+        show_tokens = args.mode != "embed"
+        bar = ProgressBar(
+            total, console, enabled=enabled, description=args.mode, show_tokens=show_tokens
+        )
         stopped_early = True  # by an error before any result: the error line says it all
         try:
             with bar:
@@ -519,6 +531,7 @@ def _summary(console: Console, bar: ProgressBar, inputs: BatchInputs, interrupte
     if inputs.invalid:
         parts.append(f"invalid lines: {inputs.invalid}")
     parts += [f"elapsed: {bar.elapsed:.2f} s", f"rate: {bar.rate:.1f} items/s"]
-    parts.append(f"tokens: {bar.tokens} ({bar.tokens_per_minute:,.0f}/min)")
+    if bar.show_tokens:
+        parts.append(f"tokens: {bar.tokens} ({bar.tokens_per_minute:,.0f}/min)")
     prefix = "batch interrupted - " if interrupted else "batch - "
     console.print(prefix + ", ".join(parts), markup=False, highlight=False, soft_wrap=True)

@@ -287,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--texts-per-request", type=_positive_int, default=16, metavar="K",
                        help="texts sent in one request (default 16; tao_8k takes 1)")  # fmt: skip
     for action in batch._actions:  # the same run options as batch
-        if action.dest in ("concurrency", "qps", "redis", "shard", "http_backend", "no_progress"):
+        if action.dest in (
+            "concurrency", "qps", "tpm", "redis", "shard", "http_backend", "no_progress"
+        ):  # fmt: skip
             embed._add_action(action)
     embed.set_defaults(run=_run_embed, mode="embed")
 

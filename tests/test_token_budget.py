@@ -414,3 +414,28 @@ def test_cli_batch_with_tpm_shows_tokens_per_minute(
         assert running.calls("completions/pythia12b") == 3, "the huge one was never sent"
         summary = capsys.readouterr().err
         assert "tokens: " in summary and "/min)" in summary
+
+
+def test_cli_embed_with_tpm_refuses_a_text_larger_than_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from baiduwx_async.cli import main
+
+    from .test_cli import emulator_thread, read_jsonl, write_inputs
+
+    with emulator_thread() as running:
+        monkeypatch.setenv("QIANFAN_AK", "test-api-key")
+        monkeypatch.setenv("QIANFAN_SK", "test-secret-key")
+        monkeypatch.setenv("QIANFAN_BASE_URL", running.base_url)
+        source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        records: list[dict[str, Any]] = [{"id": i, "text": f"t{i}"} for i in range(3)]
+        records.append({"id": "long", "text": "你" * 310})  # 310 tokens > 300
+        write_inputs(source, records)
+        command = ["embed", "embedding-v1", str(source), "-o", str(output)]
+        code = main([*command, "--texts-per-request", "1", "--tpm", "300"])
+        assert code == 1
+        by_id = {line["id"]: line for line in read_jsonl(output)}
+        assert by_id["long"]["error"]["type"] == "ValidationError"
+        assert all(by_id[i]["ok"] for i in range(3))
+        assert running.calls("embeddings/embedding-v1") == 3, "the long one was never sent"
+        assert "tokens/min" not in capsys.readouterr().err
