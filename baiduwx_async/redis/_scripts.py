@@ -67,13 +67,18 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function fmt(x) return string.format('%.6f', x) end
 local function num(x) return string.format('%.17g', x) end
 local function reply(...) return table.concat({...}, ' ') end
-local function amount(member) return tonumber(string.match(member, ':([^:]+)$')) end
-local function tlimit(tpm, hdr_field)
-    local limit = tonumber(tpm)
+local function limits(configured, rate_field, hdr_field)
+    local ceiling = tonumber(configured)
     local hdr = tonumber(hdr_field)
-    if hdr and hdr < limit then limit = hdr end
-    return limit
+    if hdr and hdr < ceiling then ceiling = hdr end
+    local rate = tonumber(rate_field) or ceiling
+    if rate > ceiling then rate = ceiling end
+    return rate, ceiling
 end
+"""
+
+# the starts of all processes, counted in two one-second buckets (without a ceiling)
+_LUA_STARTS = """
 local function count_starts(n, c_sec, c_cur, c_prev)
     local sec = math.floor(now)
     local cur, prev = tonumber(c_cur) or 0, tonumber(c_prev) or 0
@@ -87,13 +92,16 @@ local function count_starts(n, c_sec, c_cur, c_prev)
         tostring(prev))
     return prev * (1 - (now - sec)) + cur
 end
-local function limits(configured, rate_field, hdr_field)
-    local ceiling = tonumber(configured)
+"""
+
+# the token budget's helpers: a booking's tokens, the budget a header may have lowered
+_LUA_TOKENS = """
+local function amount(member) return tonumber(string.match(member, ':([^:]+)$')) end
+local function tlimit(tpm, hdr_field)
+    local limit = tonumber(tpm)
     local hdr = tonumber(hdr_field)
-    if hdr and hdr < ceiling then ceiling = hdr end
-    local rate = tonumber(rate_field) or ceiling
-    if rate > ceiling then rate = ceiling end
-    return rate, ceiling
+    if hdr and hdr < limit then limit = hdr end
+    return limit
 end
 """
 
@@ -222,6 +230,7 @@ return reply(num(rate), num(ceiling))
 # KEYS[1] state; ARGV: starts since the last report, state ttl (ms) -> peak, or "" (no limit)
 SYNC = (
     _LUA_COMMON
+    + _LUA_STARTS
     + """
 local s = redis.call('HMGET', KEYS[1], 'peak', 'c_sec', 'c_cur', 'c_prev')
 count_starts(tonumber(ARGV[1]), s[2], s[3], s[4])
@@ -235,6 +244,7 @@ return s[1] or ''
 # processes) become the ceiling, which CUT then halves.
 OPEN = (
     _LUA_COMMON
+    + _LUA_STARTS
     + """
 local s = redis.call('HMGET', KEYS[1], 'peak', 'c_sec', 'c_cur', 'c_prev')
 local observed = count_starts(tonumber(ARGV[1]), s[2], s[3], s[4])
@@ -264,6 +274,7 @@ return '1'
 # id "0": not booked, ask again after `wait`
 TOKENS_TAKE = (
     _LUA_COMMON
+    + _LUA_TOKENS
     + """
 local n = tonumber(ARGV[1])
 local W = tonumber(ARGV[3])
@@ -321,6 +332,7 @@ return reply(fmt(at - now), tostring(id), fmt(at), num(paced), num(budget))
 # ratio weight, state ttl (ms) -> {budget}
 TOKENS_SETTLE = (
     _LUA_COMMON
+    + _LUA_TOKENS
     + """
 local s = redis.call('HMGET', KEYS[1], 'thdr', 'tscale', 'ttat', 'tratio', 'ttotal', 'tcut',
     'tadj')
