@@ -4,8 +4,12 @@ and in the ASGI mode under asyncio and trio."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import re
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +19,8 @@ import pytest
 
 import baiduwx_async as wx
 from baiduwx_async.testing import RunningEmulator, run_emulator
+
+from .test_readme import README
 
 pytestmark = pytest.mark.anyio
 
@@ -141,3 +147,22 @@ async def test_asgi_mode_embeddings_and_functions(anyio_backend: str) -> None:
             )
     assert [r.response for r in results] == reply.vectors
     assert call.function_call is not None and call.function_call.name == "get_weather"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_the_readme_round_trip_runs_as_written(anyio_backend: str) -> None:
+    [block] = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+        if "function_result" in b
+    ]
+    source = "async def round_trip(client):\n" + textwrap.indent(block, "    ")
+    namespace: dict[str, Any] = {"wx": wx}
+    exec(compile(source, "README.md", "exec"), namespace)
+    printed = io.StringIO()
+    async with run_emulator(asgi=True, seed=5) as emu:
+        async with emu.client(retry_policy=FAST) as client:
+            with contextlib.redirect_stdout(printed):
+                await namespace["round_trip"](client)
+    assert printed.getvalue().startswith("get_weather returned {")
+    assert emu.stats()["endpoints"]["chat/ernie-4.0-8k"] == {"ok": 2}
