@@ -200,6 +200,7 @@ def test_shared_qps_through_redis_is_never_exceeded(
                 fn_constructor_kwargs={
                     "endpoint": "pythia12b",
                     "qps": 20,
+                    "tpm": 10**6,  # the token budget goes through the same Redis schedule
                     "redis_url": redis.url,
                     "client_options": {"max_retries": 0},
                 },

@@ -130,9 +130,10 @@ class _Mapper:
 
             store = RedisTokenStore(self._redis_url)
             options["token_store"] = await self._resources.enter_async_context(store)
-            if limits:
-                limiter = RedisRateLimiter(self._redis_url, **limits)
-                options["rate_limiter"] = await self._resources.enter_async_context(limiter)
+            # even without limits: the actors then share the slow-down after a rate-limit
+            # answer, instead of each learning the service's limit alone
+            limiter = RedisRateLimiter(self._redis_url, **limits)
+            options["rate_limiter"] = await self._resources.enter_async_context(limiter)
         else:
             options.update(limits)
         if self._credentials is not None:
