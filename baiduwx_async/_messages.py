@@ -195,6 +195,9 @@ class Message:
     function_call: FunctionCall | None = None
 
 
+#: One turn of `messages=`: a `Message` (`wx.user("...")`, `wx.assistant("...")`) or a
+#: plain dict of the same shape, `{"role": "user", "content": "..."}`, which type checkers
+#: check against the `*MessageParam` TypedDicts (a wrong role or key is caught).
 MessageLike = Message | MessageParam
 
 

@@ -1,4 +1,4 @@
-"""One SSE answer (PROTOCOL §5): a chunk per sentence, stream faults, disconnect detection."""
+"""One SSE answer (docs/protocol.md §5): a chunk per sentence, stream faults, disconnects."""
 
 from __future__ import annotations
 
