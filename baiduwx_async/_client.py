@@ -454,6 +454,7 @@ class AsyncClient(BatchMethods):
     ) -> tuple[ChunkReader[C], C | None]:
         reader, first = (await self._sender.send(call, prime=first_chunk)).data
         reader.on_close = self._sender.release  # an open stream holds its place in flight
+        reader.on_abort = self._sender.close_later
         return reader, first
 
     async def _fetch_token(self) -> AccessToken:
