@@ -230,3 +230,32 @@ async def test_each_chunk_is_checked_on_the_httpx_mock_transport() -> None:
     async with http, wx.AsyncClient(credentials=wx.StaticToken(TOKEN), http_client=http) as client:
         with pytest.raises(wx.StreamError, match="result must be a string"):
             await client.chat_stream("mpt30b", MESSAGES).collect()
+
+
+def emulator_setups(anyio_backend: str) -> list[tuple[str, bool]]:
+    """(http_backend, asgi): real sockets on asyncio with both backends; trio in-process."""
+    if anyio_backend == "asyncio":
+        return [("httpx", False), ("aiohttp", False)]
+    return [("httpx", True)]
+
+
+async def test_emulator_repeating_sentence_id_zero_streams_whole_answers(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from baiduwx_async.testing import run_emulator
+
+    for backend, asgi in emulator_setups(anyio_backend):
+        settings = {"seed": 5, "sentences_min": 4, "sentences_max": 4}
+        async with run_emulator(asgi=asgi, stream_sentence_id_zero=True, **settings) as emu:
+            caplog.clear()
+            async with emu.client(http_backend=backend) as client:
+                async with client.chat_stream("mpt30b", MESSAGES) as stream:
+                    chunks = [c async for c in stream]
+                plain = await client.chat("mpt30b", MESSAGES)
+                completion = await client.complete_stream("pythia12b", "hi").collect()
+        assert len(chunks) == 4 and [c.sentence_id for c in chunks] == [0, 0, 0, 0], backend
+        assert chunks[-1].is_end and stream.finished
+        assert stream.text == plain.result, "the same answer as the non-stream call"
+        assert completion.result
+        notes = [r for r in caplog.records if "sentence_id" in r.getMessage()]
+        assert len(notes) == 2, "once for each of the two streams"
