@@ -3,8 +3,8 @@ Stream chunks from decoded JSON: one hand-written constructor, run once per chun
 
 A stream of a few thousand chunks spends most of its CPU here and in `json.loads`, so
 chunks are not built through the general converter of `_models` (a cattrs structure per
-chunk and per usage cost more than the parsing itself): the fields are read, checked and
-set directly on the slotted instance.
+chunk and per usage cost more than the parsing itself): the fields are read and checked
+here, and set in one step as the instance's dict.
 
 It is lenient where a field is information and strict where the answer depends on it:
 
@@ -31,7 +31,7 @@ import attrs
 from ._errors import ProtocolError
 from ._models import ChatChunk, CompletionChunk, Usage, converter
 
-__all__ = ["ChunkBuilder"]
+__all__ = ["Build", "chunk_builder"]
 
 C = TypeVar("C", ChatChunk, CompletionChunk)
 
@@ -68,105 +68,110 @@ _set_completion = _setter(Usage, "completion_tokens")
 _set_total = _setter(Usage, "total_tokens")
 
 
-def _usage(value: object) -> Usage | None:
-    """A usage object with integer counts (missing counts are 0), else `None`."""
-    if type(value) is not dict:
-        return None
-    prompt = value.get("prompt_tokens", 0)
-    completion = value.get("completion_tokens", 0)
-    total = value.get("total_tokens", 0)
-    if type(prompt) is not int or type(completion) is not int or type(total) is not int:
-        return None
-    usage: Usage = _new(Usage)
-    _set_prompt(usage, prompt)
-    _set_completion(usage, completion)
-    _set_total(usage, total)
-    return usage
+#: `build(data, position, request_id)`: the chunk of one decoded JSON object.
+Build = Callable[[dict[str, Any], int, "str | None"], Any]
 
 
-class ChunkBuilder:
-    """Builds the chunks of one class; `build(data, position, request_id)` per chunk."""
+def _slot_setter(cls: type, name: str) -> Setter | None:
+    descriptor = inspect.getattr_static(cls, name, None)
+    setter: Setter | None = getattr(descriptor, "__set__", None)
+    return setter
 
-    __slots__ = ("_cls", "_extra", "_setters")
 
-    def __init__(self, cls: type[C]) -> None:
-        self._cls: type[Any] = cls
-        self._setters = tuple(_setter(cls, name) for name in sorted(_KNOWN))
-        self._extra = tuple(
-            (field.name, field.type, field.default, _setter(cls, field.name))
-            for field in attrs.fields(cls)
-            if field.name not in _KNOWN
-        )
+def _dict_setter(cls: type) -> Setter:
+    # The instance-dict descriptor: a frozen class refuses `setattr`, this does not.
+    for klass in cls.__mro__:
+        if "__dict__" in vars(klass):
+            setter: Setter = vars(klass)["__dict__"].__set__
+            return setter
+    raise TypeError(f"{cls.__name__} instances have no __dict__")
 
-    def build(self, data: dict[str, Any], position: int, request_id: str | None) -> Any:
-        get = data.get
-        try:  # subscripts: the well-formed chunk, the common case, costs least
+
+def chunk_builder(cls: type[C]) -> Build:
+    """The constructor of one chunk class. A closure: every name it uses per chunk is a
+    local or a cell, the cheapest lookups Python has."""
+    new = _new
+    set_fields = _dict_setter(cls)
+    set_prompt, set_completion, set_total = _set_prompt, _set_completion, _set_total
+    # Fields this module does not know: a slot of a subclass is set through its
+    # descriptor, a field of the instance dict goes into the dict (`setter` None).
+    extra = tuple(
+        (field.name, field.type, field.default, _slot_setter(cls, field.name))
+        for field in attrs.fields(attrs.resolve_types(cls))  # types, not their text
+        if field.name not in _KNOWN
+    )
+
+    def build(data: dict[str, Any], position: int, request_id: str | None) -> Any:
+        try:  # subscripts: the complete chunk, the common case, costs least
             result = data["result"]
             is_end = data["is_end"]
             id_ = data["id"]
             kind = data["object"]
             created = data["created"]
             sentence_id = data["sentence_id"]
+            truncated = data["is_truncated"]
+            clear = data["need_clear_history"]
+            finish = data["finish_reason"]
+            usage = data["usage"]
         except KeyError:
+            get = data.get
             result = get("result", "")
             is_end = get("is_end", False)
-            id_ = get("id", "")
-            kind = get("object", "")
-            created = get("created", 0)
-            sentence_id = get("sentence_id", position)
+            id_ = get("id")
+            kind = get("object")
+            created = get("created")
+            sentence_id = get("sentence_id")
+            truncated = get("is_truncated")
+            clear = get("need_clear_history")
+            finish = get("finish_reason")
+            usage = get("usage")
         if type(result) is not str or (is_end is not True and is_end is not False):
             raise ProtocolError(_what_is_wrong(result, is_end), request_id=request_id)
-        if type(id_) is not str:
-            id_ = ""
-        if type(kind) is not str:
-            kind = ""
-        if type(created) is not int:
-            created = 0
-        if type(sentence_id) is not int:
-            sentence_id = position
-        truncated = get("is_truncated", False)
-        if truncated is not True:
-            truncated = False
-        clear = get("need_clear_history", False)
-        if clear is not True:
-            clear = False
-        finish = get("finish_reason")
-        if type(finish) is not str:
-            finish = None
-        ban_round = get("ban_round")
-        if type(ban_round) is not int:
-            ban_round = None
-        chunk = _new(self._cls)
-        # The setters are in the sorted order of _KNOWN.
-        (
-            s_ban_round,
-            s_created,
-            s_finish,
-            s_id,
-            s_is_end,
-            s_truncated,
-            s_clear,
-            s_object,
-            s_raw,
-            s_result,
-            s_sentence,
-            s_usage,
-        ) = self._setters
-        s_ban_round(chunk, ban_round)
-        s_created(chunk, created)
-        s_finish(chunk, finish)
-        s_id(chunk, id_)
-        s_is_end(chunk, is_end)
-        s_truncated(chunk, truncated)
-        s_clear(chunk, clear)
-        s_object(chunk, kind)
-        s_raw(chunk, data)
-        s_result(chunk, result)
-        s_sentence(chunk, sentence_id)
-        s_usage(chunk, _usage(get("usage")))
-        for name, kind_of, default, set_field in self._extra:
-            set_field(chunk, _structure_or(data, name, kind_of, default))
+        if type(usage) is dict:
+            try:
+                prompt = usage["prompt_tokens"]
+                completion = usage["completion_tokens"]
+                total = usage["total_tokens"]
+            except KeyError:
+                prompt = usage.get("prompt_tokens", 0)
+                completion = usage.get("completion_tokens", 0)
+                total = usage.get("total_tokens", 0)
+            if type(prompt) is int and type(completion) is int and type(total) is int:
+                usage = new(Usage)
+                set_prompt(usage, prompt)
+                set_completion(usage, completion)
+                set_total(usage, total)
+            else:
+                usage = None
+        else:
+            usage = None
+        ban_round = data.get("ban_round")
+        fields = {
+            "id": id_ if type(id_) is str else "",
+            "object": kind if type(kind) is str else "",
+            "created": created if type(created) is int else 0,
+            "sentence_id": sentence_id if type(sentence_id) is int else position,
+            "is_end": is_end,
+            "result": result,
+            "is_truncated": truncated is True,
+            "need_clear_history": clear is True,
+            "finish_reason": finish if type(finish) is str else None,
+            "ban_round": ban_round if type(ban_round) is int else None,
+            "usage": usage,
+            "raw": data,
+        }
+        chunk = new(cls)
+        set_fields(chunk, fields)
+        if extra:
+            for name, kind_of, default, set_slot in extra:
+                value = _structure_or(data, name, kind_of, default)
+                if set_slot is None:
+                    fields[name] = value
+                else:
+                    set_slot(chunk, value)
         return chunk
+
+    return build
 
 
 def _structure_or(data: dict[str, Any], name: str, kind: Any, default: Any) -> Any:

@@ -320,7 +320,9 @@ class CompletionResponse(_Answer):
     is_safe: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+# Not slotted: a stream builds thousands of chunks, and an instance dict is set in one
+# step (`_chunks`), where slots take one call per field.
+@attrs.frozen(kw_only=True, slots=False)
 class _Chunk:
     id: str
     object: str

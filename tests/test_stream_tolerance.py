@@ -18,7 +18,7 @@ import pytest
 import respx
 
 import baiduwx_async as wx
-from baiduwx_async._chunks import ChunkBuilder
+from baiduwx_async._chunks import chunk_builder
 
 from .support import CHAT_URL, COMPLETIONS_URL, TOKEN, make_client
 from .test_streaming import RecordingStream, chunk, event_stream, sse
@@ -191,7 +191,7 @@ def test_every_json_object_gives_a_chunk_or_a_protocol_error() -> None:
     keys = st.sampled_from(
         ["id", "object", "created", "sentence_id", "is_end", "result", "usage", "ban_round"]
     )
-    build = ChunkBuilder(wx.ChatChunk).build
+    build = chunk_builder(wx.ChatChunk)
 
     @given(st.dictionaries(keys | st.text(max_size=5), values), st.integers(0, 100))
     def check(data: dict[str, Any], position: int) -> None:
@@ -214,7 +214,7 @@ def test_the_fast_constructor_builds_what_the_converter_builds() -> None:
 
     data = {**chunk(4, "当然"), "ban_round": -1}
     for cls in (wx.ChatChunk, wx.CompletionChunk):
-        built = ChunkBuilder(cls).build(data, 0, None)
+        built = chunk_builder(cls)(data, 0, None)
         assert built == decode(data, cls)
         assert type(built) is cls
         assert built.raw is data
@@ -259,3 +259,21 @@ async def test_emulator_repeating_sentence_id_zero_streams_whole_answers(
         assert completion.result
         notes = [r for r in caplog.records if "sentence_id" in r.getMessage()]
         assert len(notes) == 2, "once for each of the two streams"
+
+
+def test_a_field_added_to_the_chunk_classes_needs_no_code_in_the_constructor() -> None:
+    import attrs
+
+    @attrs.frozen(kw_only=True)
+    class WithCall(wx.ChatChunk):
+        function_call: dict[str, Any] | None = None
+        votes: int = 0
+
+    build = chunk_builder(WithCall)
+    call = {"name": "get_weather", "arguments": "{}"}
+    built = build({**chunk(0, ""), "function_call": call, "votes": 3}, 0, None)
+    assert (built.function_call, built.votes) == (call, 3)
+    assert built.result == "" and built.usage == wx.Usage(5, 2, 7)
+    odd = build({**chunk(0, ""), "function_call": "not an object", "votes": "x"}, 0, None)
+    assert (odd.function_call, odd.votes) == (None, 0), "malformed information is dropped"
+    assert attrs.asdict(odd, recurse=False).keys() == {f.name for f in attrs.fields(WithCall)}
