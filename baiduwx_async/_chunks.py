@@ -48,6 +48,7 @@ _KNOWN = frozenset(
         "need_clear_history",
         "finish_reason",
         "ban_round",
+        "flag",
         "usage",
         "raw",
     )
@@ -70,6 +71,12 @@ _set_total = _setter(Usage, "total_tokens")
 
 #: `build(data, position, request_id)`: the chunk of one decoded JSON object.
 Build = Callable[[dict[str, Any], int, "str | None"], Any]
+
+
+def _default(field: attrs.Attribute[Any]) -> Any:
+    if field.default is attrs.NOTHING or isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+        raise TypeError(f"chunk field {field.name} needs a plain default")
+    return field.default
 
 
 def _slot_setter(cls: type, name: str) -> Setter | None:
@@ -96,7 +103,7 @@ def chunk_builder(cls: type[C]) -> Build:
     # Fields this module does not know: a slot of a subclass is set through its
     # descriptor, a field of the instance dict goes into the dict (`setter` None).
     extra = tuple(
-        (field.name, field.type, field.default, _slot_setter(cls, field.name))
+        (field.name, field.type, _default(field), _slot_setter(cls, field.name))
         for field in attrs.fields(attrs.resolve_types(cls))  # types, not their text
         if field.name not in _KNOWN
     )
@@ -146,6 +153,7 @@ def chunk_builder(cls: type[C]) -> Build:
         else:
             usage = None
         ban_round = data.get("ban_round")
+        flag = data.get("flag")
         fields = {
             "id": id_ if type(id_) is str else "",
             "object": kind if type(kind) is str else "",
@@ -157,30 +165,27 @@ def chunk_builder(cls: type[C]) -> Build:
             "need_clear_history": clear is True,
             "finish_reason": finish if type(finish) is str else None,
             "ban_round": ban_round if type(ban_round) is int else None,
+            "flag": flag if type(flag) is int else None,
             "usage": usage,
             "raw": data,
         }
         chunk = new(cls)
         set_fields(chunk, fields)
-        if extra:
-            for name, kind_of, default, set_slot in extra:
-                value = _structure_or(data, name, kind_of, default)
-                if set_slot is None:
-                    fields[name] = value
-                else:
-                    set_slot(chunk, value)
+        for name, kind_of, default, set_slot in extra:
+            value = data.get(name)
+            # Absent, the usual case: the default, without the converter.
+            value = default if value is None else _structure_or(value, kind_of, default)
+            if set_slot is None:
+                fields[name] = value
+            else:
+                set_slot(chunk, value)
         return chunk
 
     return build
 
 
-def _structure_or(data: dict[str, Any], name: str, kind: Any, default: Any) -> Any:
+def _structure_or(value: object, kind: Any, default: Any) -> Any:
     """A field this module does not know, structured by the general converter."""
-    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        default = default.factory()
-    value = data.get(name)
-    if value is None:
-        return default
     try:
         return converter.structure(value, kind)
     except Exception:  # malformed information is dropped, as for the known fields

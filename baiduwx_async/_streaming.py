@@ -41,6 +41,7 @@ from ._models import (
     ChatResponse,
     CompletionChunk,
     CompletionResponse,
+    FunctionCall,
     RateLimitInfo,
     Usage,
     decode,
@@ -236,6 +237,9 @@ class _Stream(Generic[C, R]):
         #: The reader's parsed-ahead events while chunks flow (after the first was handed
         #: out, before the end or a close): `ChunkIterator`'s fast path reads them.
         self._flowing: deque[SSEEvent] | None = None
+        # ERNIE fields that may come in any chunk, not only the last: kept as received
+        self._carried: dict[str, Any] = {}
+        self._carried_raw: dict[str, Any] = {}
 
     # --- what the caller reads after (or during) the stream
 
@@ -248,6 +252,12 @@ class _Stream(Generic[C, R]):
     def usage(self) -> Usage | None:
         """The token usage of the latest chunk (complete after the last one)."""
         return self._last.usage if self._last is not None else None
+
+    @property
+    def function_call(self) -> FunctionCall | None:
+        """The function the model asked to call, from whichever chunk carried it."""
+        call = self._carried.get("function_call")
+        return call if isinstance(call, FunctionCall) else None
 
     @property
     def id(self) -> str | None:
@@ -358,11 +368,21 @@ class _Stream(Generic[C, R]):
             self._first = chunk
         self._last = chunk
         self._parts.append(chunk.result)
+        if type(chunk) is ChatChunk and (
+            chunk.function_call is not None or chunk.search_info is not None
+        ):
+            self._carry(chunk)
         if chunk.is_end:
             await self._end()
         else:
             self._flowing = reader._events
         return chunk
+
+    def _carry(self, chunk: ChatChunk) -> None:
+        for name in _CARRIED:
+            if getattr(chunk, name) is not None:
+                self._carried[name] = getattr(chunk, name)
+                self._carried_raw[name] = chunk.raw[name]
 
     async def _end(self) -> None:
         """The `is_end` chunk was read: read what follows it, then close."""
@@ -395,12 +415,17 @@ class _Stream(Generic[C, R]):
             need_clear_history=last.need_clear_history,
             usage=attrs.asdict(usage),
         )
-        for key in ("finish_reason", "ban_round"):
+        for key in ("finish_reason", "ban_round", "flag"):
             value = getattr(last, key)
             if value is None:
                 raw.pop(key, None)
             else:
                 raw[key] = value
+        for name in _CARRIED:  # the ERNIE fields of any chunk, as received when well-formed
+            if name in self._carried_raw:
+                raw[name] = self._carried_raw[name]
+            else:
+                raw.pop(name, None)
         response: R = decode(
             raw, self._response_class, request_id=self.request_id, ratelimit=self.ratelimit
         )
@@ -435,12 +460,17 @@ class ChunkIterator(Generic[C]):
             raise
         stream._last = chunk
         stream._parts.append(chunk.result)
+        if type(chunk) is ChatChunk and (
+            chunk.function_call is not None or chunk.search_info is not None
+        ):
+            stream._carry(chunk)
         if chunk.is_end:
             await stream._end()
         return chunk
 
 
 S = TypeVar("S", bound=_Stream[Any, Any])
+_CARRIED = ("function_call", "search_info")
 
 
 class ChatStream(_Stream[ChatChunk, ChatResponse]):

@@ -1,6 +1,6 @@
 """A local Baidu Wenxin Workshop (Qianfan v1) server for tests and benchmarks.
 
-An ASGI app (Starlette) that speaks the protocol of PROTOCOL.md: OAuth tokens and
+An ASGI app (Starlette) that speaks the protocol of docs/protocol.md: OAuth tokens and
 bce-auth-v1 signatures, chat and completions for any endpoint name (with the ERNIE fields and
 function calls), embeddings, streams, request checks, rate limits and quotas, seeded faults
 and statistics. Needs the `emulator` extra.

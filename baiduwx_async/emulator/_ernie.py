@@ -22,6 +22,9 @@ Answers (`shape_answer`), deterministic like every emulator answer:
 - `response_format: "json_object"`: the answer is `{"answer": text}` as JSON text.
 - `max_output_tokens`: an answer with more tokens is cut there, `is_truncated` true and
   `finish_reason` "length".
+- `enable_citation: true` (and no `disable_search: true`): the first sentence cites "^[1]^",
+  and the answer carries `search_info` with that one search result (on a stream's last
+  chunk).
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class ErnieFields:
     functions: tuple[dict[str, Any], ...] = ()
     #: The function `tool_choice` forces.
     forced: str | None = None
+    #: Answer with a citation and its `search_info`.
+    cite: bool = False
     #: The last message: its role, content and name.
     last_role: str = "user"
     last_content: str = ""
@@ -154,6 +159,7 @@ def check_ernie(
         json_object=response_format == "json_object",
         functions=tuple(functions),
         forced=forced,
+        cite=body.get("enable_citation") is True and body.get("disable_search") is not True,
         last_role=last["role"],
         last_content=last.get("content") or "",
         last_name=last.get("name"),
@@ -222,6 +228,15 @@ def shape_answer(answer: Answer, fields: ErnieFields) -> Answer:
     pieces = list(answer.pieces)
     if fields.last_role == "function":
         pieces[0] = f"{fields.last_name} returned {fields.last_content}. " + pieces[0]
+    search_info: dict[str, object] | None = None
+    if fields.cite:
+        pieces[0] += "^[1]^"
+        word = _WORDS[_hash("search", fields.last_content) % len(_WORDS)]
+        search_info = {
+            "search_results": [
+                {"index": 1, "url": f"https://search.emulator.invalid/{word}", "title": word}
+            ]
+        }
     if fields.system is not None:
         pieces[0] = f"[{fields.system}] " + pieces[0]
     if fields.json_object:
@@ -239,6 +254,7 @@ def shape_answer(answer: Answer, fields: ErnieFields) -> Answer:
         sum(piece_tokens),
         finish_reason,
         is_truncated=truncated,
+        search_info=search_info,
     )
 
 
@@ -257,6 +273,8 @@ def ernie_body(
     }
     if answer.function_call is not None:
         body["function_call"] = answer.function_call
+    if answer.search_info is not None:
+        body["search_info"] = answer.search_info
     body["finish_reason"] = answer.finish_reason
     body["usage"] = {
         "prompt_tokens": prompt_tokens,

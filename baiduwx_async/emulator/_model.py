@@ -225,7 +225,7 @@ class ModelRoute(_Base):
         failure = emu._limiter.admit(emu.clock(), parsed.prompt_tokens + answer.tokens, config)
         if failure is not None:
             return await self._fail(call, send, failure.code, failure.message)
-        code = config.fail_prompts.get(parsed.question)
+        code = _poisoned(config.fail_prompts, parsed.question)
         if code is not None:
             return await self._fail(call, send, code)
 
@@ -277,7 +277,7 @@ class ModelRoute(_Base):
         if failure is not None:
             return await self._fail(call, send, failure.code, failure.message)
         for text in parsed.texts:
-            code = config.fail_prompts.get(text)
+            code = _poisoned(config.fail_prompts, text)
             if code is not None:
                 return await self._fail(call, send, code)
         fault = self._roll_fault(stream=False)
@@ -371,3 +371,11 @@ class ModelRoute(_Base):
         if call.outcome == "ok":
             self._emu._stats.streams_completed += 1
             self._count(parsed, answer.tokens)
+
+
+def _poisoned(fail_prompts: dict[str, int], question: str) -> int | None:
+    """The code of the first `fail_prompts` key found anywhere in the question."""
+    for text, code in fail_prompts.items():
+        if text in question:
+            return code
+    return None

@@ -1,4 +1,5 @@
-"""Request-body checks of PROTOCOL §3, answering with the §3.3 codes (ERNIE fields: `_ernie`).
+"""Request-body checks of docs/protocol.md §3, answering with the §3.3 codes (ERNIE fields:
+`_ernie`).
 
 Unknown fields are ignored; `bool` is never a number. Type errors are 336001, structure and
 range errors 336003 (naming the field), the total-length cap 336007, non-JSON 336002.

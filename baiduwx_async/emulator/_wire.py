@@ -32,7 +32,7 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: `error_msg` texts: PROTOCOL §6 (documented where known, the project's choice elsewhere).
+#: `error_msg` texts: docs/protocol.md §6 (documented where known, the project's choice elsewhere).
 ERROR_MESSAGES: dict[int, str] = {
     1: "Unknown error",
     2: "Service temporarily unavailable",
