@@ -107,6 +107,9 @@ def chunk_builder(cls: type[C]) -> Build:
         for field in attrs.fields(attrs.resolve_types(cls))  # types, not their text
         if field.name not in _KNOWN
     )
+    # Defaults go into the instance dict, or through the slot of a slotted subclass.
+    extra_defaults = {name: default for name, _, default, set_slot in extra if set_slot is None}
+    slotted = [(name, default, set_slot) for name, _, default, set_slot in extra if set_slot]
 
     def build(data: dict[str, Any], position: int, request_id: str | None) -> Any:
         try:  # subscripts: the complete chunk, the common case, costs least
@@ -171,14 +174,17 @@ def chunk_builder(cls: type[C]) -> Build:
         }
         chunk = new(cls)
         set_fields(chunk, fields)
-        for name, kind_of, default, set_slot in extra:
-            value = data.get(name)
-            # Absent, the usual case: the default, without the converter.
-            value = default if value is None else _structure_or(value, kind_of, default)
-            if set_slot is None:
-                fields[name] = value
-            else:
-                set_slot(chunk, value)
+        for _name, default, set_default in slotted:
+            set_default(chunk, default)
+        if extra:
+            fields.update(extra_defaults)
+            for name, kind_of, default, set_slot in extra:
+                if name in data:  # absent is the usual case: the default stands
+                    value = _structure_or(data[name], kind_of, default)
+                    if set_slot is None:
+                        fields[name] = value
+                    else:
+                        set_slot(chunk, value)
         return chunk
 
     return build

@@ -152,7 +152,7 @@ class _Chunk:
     raw: RawJSON = attrs.field(factory=lambda: RawJSON({}), repr=False, eq=False)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class ChatChunk(_Chunk):
     """One sentence of a streamed chat answer; `result` is the new text only. A
     `function_call` may come in any chunk (usually the last)."""
@@ -161,7 +161,7 @@ class ChatChunk(_Chunk):
     search_info: SearchInfo | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class CompletionChunk(_Chunk):
     """One sentence of a streamed completion; `result` is the new text only."""
 
