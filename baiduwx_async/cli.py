@@ -146,6 +146,9 @@ def _run_batch(args: argparse.Namespace) -> int:
 
 def _run_embed(args: argparse.Namespace) -> int:
     from ._cli_embed import run_embed
+    from ._cli_secrets import REDIS_URL_ENV, url_option
+
+    args.redis = url_option(args.redis, option="--redis", env=REDIS_URL_ENV)
 
     return run_embed(args)
 

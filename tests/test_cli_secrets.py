@@ -91,3 +91,21 @@ def test_without_the_option_or_the_variable_there_is_no_url(
 )
 def test_url_has_password(url: str, has: bool) -> None:
     assert url_has_password(url) is has
+
+
+def test_embed_reads_the_redis_url_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QIANFAN_ACCESS_TOKEN", "24.unused-token")
+    monkeypatch.setenv("QIANFAN_BASE_URL", "http://127.0.0.1:9")
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": 1, "text": "t"}) + "\n")
+    args = ["embed", "embedding-v1", str(source), "-o", str(tmp_path / "out.jsonl")]
+    monkeypatch.setenv("BAIDUWX_REDIS_URL", unreachable_redis(PASSWORD))
+    assert main([*args, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "Redis at redis://:***@127.0.0.1:" in err and "warning" not in err
+    assert main([*args, "--no-progress", "--redis", unreachable_redis(PASSWORD)]) == 1
+    err = capsys.readouterr().err
+    assert "warning: the --redis URL carries a password" in err
+    assert PASSWORD not in err
