@@ -22,7 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import anyio
 import attrs
@@ -49,6 +49,9 @@ from ._models import (
 from ._protocol import excerpt
 from ._sse import SSEDecoder, SSEEvent
 from ._transport import Reply
+
+if TYPE_CHECKING:
+    from ._telemetry import StreamObserver
 
 __all__ = ["ChatStream", "ChunkIterator", "ChunkReader", "CompletionStream"]
 
@@ -105,6 +108,9 @@ class ChunkReader(Generic[C]):
         self.on_close: Callable[[], None] | None = None
         #: Given `close` when `abort()` cut the connection, for whoever awaits next to call.
         self.on_abort: Callable[[Callable[[], Awaitable[None]]], None] | None = None
+        #: Awaited once when the stream is closed, with its last usage and whether it ended
+        #: (the client settles the stream's token charge).
+        self.on_end: Callable[[Usage | None, bool], Awaitable[None]] | None = None
 
     @property
     def done_marker(self) -> bool:
@@ -219,6 +225,8 @@ OpenStream = Callable[
 class _Stream(Generic[C, R]):
     _chunk_class: ClassVar[type[Any]]
     _response_class: ClassVar[type[Any]]
+    #: The stream's span, when the client's telemetry is on.
+    _trace: StreamObserver | None = None
 
     def __init__(
         self,
@@ -319,6 +327,12 @@ class _Stream(Generic[C, R]):
         self._flowing = None
         if self._reader is not None:
             await self._reader.close()
+            on_end, self._reader.on_end = self._reader.on_end, None
+            if on_end is not None:
+                with anyio.CancelScope(shield=True):
+                    await on_end(self.usage, self._finished)
+        if self._trace is not None:
+            self._trace.close(self)
 
     def __aiter__(self) -> ChunkIterator[C]:
         # A new object each time, referenced by the loop alone: see the module's docstring.
@@ -341,6 +355,7 @@ class _Stream(Generic[C, R]):
         if self._closed:
             raise StreamError("the stream was closed before its end", request_id=self.request_id)
         reader = self._reader
+        chunk: C | None
         try:
             if reader is None:
                 await self._start()
@@ -353,17 +368,18 @@ class _Stream(Generic[C, R]):
                 chunk_or_none = reader._parse(events.popleft()) if events else None
                 if chunk_or_none is None:
                     chunk_or_none = await reader.next_chunk()
-                if chunk_or_none is None:
-                    if not reader.done_marker:
-                        raise reader.broken("stream ended without an is_end chunk")
-                    # `data: [DONE]` ends a stream as well as `is_end` does.
-                    self._finished = True
-                    await self.aclose()
-                    raise StopAsyncIteration
+                if chunk_or_none is None and not reader.done_marker:
+                    raise reader.broken("stream ended without an is_end chunk")
                 chunk = chunk_or_none
-        except BaseException:
+        except BaseException as exc:
+            if self._trace is not None:
+                self._trace.fail(exc)
             await self.aclose()
             raise
+        if chunk is None:  # `data: [DONE]` ends a stream as well as `is_end` does
+            self._finished = True
+            await self.aclose()
+            raise StopAsyncIteration
         if self._first is None:
             self._first = chunk
         self._last = chunk
@@ -455,7 +471,9 @@ class ChunkIterator(Generic[C]):
         # the first chunk and the end of the body, which cannot apply here.
         try:
             chunk: C = stream._reader._parse(events.popleft())  # type: ignore[union-attr]
-        except BaseException:
+        except BaseException as exc:
+            if stream._trace is not None:
+                stream._trace.fail(exc)
             await stream.aclose()
             raise
         stream._last = chunk
