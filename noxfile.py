@@ -53,6 +53,7 @@ def tests_lowest(session: nox.Session) -> None:
         f"{session.bin}/python",
         "--resolution",
         "lowest-direct",
+        "--reinstall",  # a reused environment must not keep newer versions it already has
         "-e",
         ".[test]",
     )
