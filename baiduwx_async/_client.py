@@ -474,6 +474,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         answer = await self._sender.send(call, prime=first_chunk)
         reader, first = answer.data
         reader.on_close = self._sender.release  # an open stream holds its place in flight
+        reader.on_abort = self._sender.close_later
         if answer.charge is not None:
             reader.on_end = partial(self._settle_stream, answer.charge)
         return reader, first

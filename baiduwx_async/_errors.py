@@ -140,7 +140,7 @@ class ProtocolError(WenxinError):
 
 
 class StreamError(ProtocolError):
-    """A stream broke its framing: a chunk that is not JSON, a gap, or no `is_end` chunk.
+    """A stream broke its framing: a chunk that is not a JSON object, or no `is_end` chunk.
 
     `retryable` is true when the stream broke before any chunk reached the caller.
     """

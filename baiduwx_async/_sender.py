@@ -128,6 +128,7 @@ class Sender:
         self.budget: TokenRateLimiter | None = None
         self._slots = anyio.Semaphore(max_in_flight) if max_in_flight else None
         self._clock = clock
+        self._to_close: list[Callable[[], Awaitable[None]]] = []
         #: Told of each retry (attempt, error, wait) by telemetry; None when it is off.
         self.on_retry: Callable[[int, BaseException, float], None] | None = None
 
@@ -147,6 +148,8 @@ class Sender:
         """
         if self.closed:
             raise RuntimeError("this client is closed; make a new AsyncClient")
+        if self._to_close:
+            await self._close_dropped()
         policy = call.policy
         retries = 0
         replayed = False
@@ -271,6 +274,17 @@ class Sender:
         """Give back the place in flight a request (or an open stream) held."""
         if self._slots is not None:
             self._slots.release()
+
+    def close_later(self, close: Callable[[], Awaitable[None]]) -> None:
+        """A stream whose loop was left cut its connection without awaiting (nothing may
+        await there): the next request closes its response, which frees its places."""
+        self._to_close.append(close)
+
+    async def _close_dropped(self) -> None:
+        closes, self._to_close = self._to_close, []
+        with anyio.CancelScope(shield=True):
+            for close in closes:
+                await close()
 
     async def _feedback(self, error: WenxinError | None, headers: dict[str, str]) -> RateLimitInfo:
         """Tell the limiter how the answer went; returns the answer's rate-limit headers."""

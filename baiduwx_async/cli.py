@@ -138,12 +138,17 @@ def _run_complete(args: argparse.Namespace) -> int:
 
 def _run_batch(args: argparse.Namespace) -> int:
     from ._cli_batch import run_batch
+    from ._cli_secrets import REDIS_URL_ENV, url_option
 
+    args.redis = url_option(args.redis, option="--redis", env=REDIS_URL_ENV)
     return run_batch(args)
 
 
 def _run_embed(args: argparse.Namespace) -> int:
     from ._cli_embed import run_embed
+    from ._cli_secrets import REDIS_URL_ENV, url_option
+
+    args.redis = url_option(args.redis, option="--redis", env=REDIS_URL_ENV)
 
     return run_embed(args)
 
@@ -263,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--redis", metavar="URL",
                        help="share the token, the --qps/--tpm quotas and the slow-down after "
                        "rate-limit answers with every run using this "
-                       "Redis (redis://[:password@]host:port/db; extra 'redis')")  # fmt: skip
+                       "Redis (redis://[:password@]host:port/db; extra 'redis'); default "
+                       "$BAIDUWX_REDIS_URL, the place for a URL with a password")  # fmt: skip
     batch.add_argument("--shard", type=_shard, metavar="I/N",
                        help="run only shard I of N (1-based): the ids whose stable hash "
                        "falls to it, so N runs split one INPUT without overlap")  # fmt: skip
