@@ -401,8 +401,11 @@ async def _shared_state(
     store = await stack.enter_async_context(RedisTokenStore(args.redis))
     await store.ping()
     shared: dict[str, Any] = {"token_store": store}
-    if args.qps is not None:
-        limiter = await stack.enter_async_context(RedisRateLimiter(args.redis, qps=args.qps))
+    rpm = getattr(args, "rpm", None)  # `baiduwx serve` has --rpm too
+    if args.qps is not None or rpm is not None:
+        limiter = await stack.enter_async_context(
+            RedisRateLimiter(args.redis, qps=args.qps, rpm=rpm)
+        )
         await limiter.ping()
         shared["rate_limiter"] = limiter
     # a token fetch lock held elsewhere for lock_timeout would hold up every item alike
