@@ -19,7 +19,9 @@ from ._auth import (
     credentials_from_env,
 )
 from ._batch import BatchIterator, BatchProgress, BatchResult, BatchWidthWarning
+from ._batch_embed import EmbedBatchIterator
 from ._client import AsyncClient
+from ._embeddings import Embedding, EmbeddingResponse
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -36,6 +38,18 @@ from ._errors import (
     WenxinError,
 )
 from ._limits import AdaptiveRateLimiter, NoLimit, RateLimiter
+from ._messages import (
+    AssistantMessageParam,
+    Function,
+    FunctionCall,
+    FunctionCallParam,
+    FunctionMessageParam,
+    FunctionParam,
+    MessageLike,
+    MessageParam,
+    UserMessageParam,
+    function_result,
+)
 from ._models import (
     ChatChunk,
     ChatResponse,
@@ -43,10 +57,13 @@ from ._models import (
     CompletionResponse,
     Message,
     RateLimitInfo,
+    SearchInfo,
+    SearchResult,
     Usage,
     assistant,
     user,
 )
+from ._params import ChatOptions, CompletionOptions, EmbedOptions, ToolChoice
 from ._retry import RetryPolicy
 from ._streaming import ChatStream, CompletionStream
 from ._tokens import (
@@ -64,6 +81,7 @@ __all__ = [
     "AccessToken",
     "AccessTokenAuth",
     "AdaptiveRateLimiter",
+    "AssistantMessageParam",
     "AsyncClient",
     "AuthenticationError",
     "BatchIterator",
@@ -72,17 +90,30 @@ __all__ = [
     "BatchWidthWarning",
     "BceSigningAuth",
     "ChatChunk",
+    "ChatOptions",
     "ChatResponse",
     "ChatStream",
     "CompletionChunk",
+    "CompletionOptions",
     "CompletionResponse",
     "CompletionStream",
     "Credentials",
+    "EmbedBatchIterator",
+    "EmbedOptions",
+    "Embedding",
+    "EmbeddingResponse",
     "FileTokenStore",
+    "Function",
+    "FunctionCall",
+    "FunctionCallParam",
+    "FunctionMessageParam",
+    "FunctionParam",
     "IAMCredentials",
     "InvalidRequestError",
     "MemoryTokenStore",
     "Message",
+    "MessageLike",
+    "MessageParam",
     "NoLimit",
     "OAuthCredentials",
     "PermissionDeniedError",
@@ -93,18 +124,23 @@ __all__ = [
     "RateLimiter",
     "RequestTimeoutError",
     "RetryPolicy",
+    "SearchInfo",
+    "SearchResult",
     "ServerError",
     "SharedTokenStore",
     "StaticToken",
     "StreamError",
     "TokenManager",
     "TokenStore",
+    "ToolChoice",
     "TransportError",
     "Usage",
+    "UserMessageParam",
     "ValidationError",
     "WenxinError",
     "__version__",
     "assistant",
     "credentials_from_env",
+    "function_result",
     "user",
 ]

@@ -21,7 +21,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
-    Mapping,
     Sequence,
 )
 from functools import partial
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 import attrs
 
-from ._errors import ValidationError
+from ._keywords import show_keywords
 from ._limits import AdaptiveRateLimiter
 from ._models import (
     ChatParams,
@@ -42,11 +41,13 @@ from ._models import (
     check_endpoint,
     check_positive_int,
 )
+from ._params import ChatOptions, CompletionOptions, split_params
 from ._retry import count_attempts
 
 if TYPE_CHECKING:  # anyio loads these on first use; importing us should not
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+    from typing_extensions import Unpack
 
 __all__ = [
     "BatchIterator",
@@ -290,6 +291,7 @@ class BatchMethods:
                 stacklevel=_first_level_outside(),
             )
 
+    @show_keywords(ChatOptions)
     async def batch_chat(
         self,
         endpoint: str,
@@ -298,7 +300,7 @@ class BatchMethods:
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         qps: float | None = None,
         on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
+        **params: Unpack[ChatOptions],
     ) -> list[BatchResult[Sequence[MessageLike], ChatResponse]]:
         """Send every conversation to a chat endpoint; the results in input order.
 
@@ -317,6 +319,7 @@ class BatchMethods:
         )
         return await run_ordered(batch)
 
+    @show_keywords(CompletionOptions)
     async def batch_complete(
         self,
         endpoint: str,
@@ -325,7 +328,7 @@ class BatchMethods:
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         qps: float | None = None,
         on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
+        **params: Unpack[CompletionOptions],
     ) -> list[BatchResult[str, CompletionResponse]]:
         """Send every prompt to a completions endpoint; the results in input order.
 
@@ -341,6 +344,7 @@ class BatchMethods:
         )
         return await run_ordered(batch)
 
+    @show_keywords(ChatOptions)
     def iter_batch_chat(
         self,
         endpoint: str,
@@ -349,17 +353,18 @@ class BatchMethods:
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         qps: float | None = None,
         on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
+        **params: Unpack[ChatOptions],
     ) -> BatchIterator[Sequence[MessageLike], ChatResponse]:
         """Results of `batch_chat()` as they finish, reading the inputs lazily, so memory
         stays flat however many there are. `async for r in client.iter_batch_chat(...)`;
         use it as `async with ... as results` to be able to leave the loop early."""
-        ChatParams(**_generation_params(params, ChatParams))
+        split_params("iter_batch_chat", params, ChatParams, _CHAT_KEYS)
         check_endpoint(endpoint)
         self._check_width(concurrency)
         call = _paced(partial(self.chat, endpoint, **params), qps)
         return BatchIterator(conversations, call, concurrency=concurrency, on_progress=on_progress)
 
+    @show_keywords(CompletionOptions)
     def iter_batch_complete(
         self,
         endpoint: str,
@@ -368,26 +373,18 @@ class BatchMethods:
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         qps: float | None = None,
         on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
+        **params: Unpack[CompletionOptions],
     ) -> BatchIterator[str, CompletionResponse]:
         """Results of `batch_complete()` as they finish; see `iter_batch_chat()`."""
-        CompletionParams(**_generation_params(params, CompletionParams))
+        split_params("iter_batch_complete", params, CompletionParams, _COMPLETION_KEYS)
         check_endpoint(endpoint)
         self._check_width(concurrency)
         call = _paced(partial(self.complete, endpoint, **params), qps)
         return BatchIterator(prompts, call, concurrency=concurrency, on_progress=on_progress)
 
 
-_CALL_OPTIONS = frozenset({"timeout", "max_retries"})
-
-
-def _generation_params(params: Mapping[str, Any], cls: type[CompletionParams]) -> dict[str, Any]:
-    """The generation parameters among a batch's keywords; anything unknown is an error."""
-    known = {field.name for field in attrs.fields(cls)}
-    for name in params:
-        if name not in known and name not in _CALL_OPTIONS:
-            raise ValidationError(name, "is not a parameter of this call")
-    return {name: value for name, value in params.items() if name in known}
+_CHAT_KEYS = frozenset(ChatOptions.__annotations__)
+_COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
 
 
 def _paced(call: Callable[[I], Awaitable[T]], qps: float | None) -> Callable[[I], Awaitable[T]]:

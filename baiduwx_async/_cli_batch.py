@@ -22,7 +22,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -256,6 +256,8 @@ class BatchInputs:
         """What the client is given; anything malformed fails its checks, as that item's error."""
         if self._mode == "complete":
             return record.get("prompt")
+        if self._mode == "embed":
+            return record.get("text")
         if "messages" in record:
             return record["messages"]
         if "prompt" in record:
@@ -431,7 +433,12 @@ class _LogToConsole(logging.Handler):
             self._note(message)
 
 
-def run_batch(args: argparse.Namespace) -> int:
+Process = Callable[
+    [argparse.Namespace, wx.Credentials, BatchInputs, ResultFile, ProgressBar], Awaitable[None]
+]
+
+
+def run_batch(args: argparse.Namespace, process: Process = _process) -> int:
     credentials = wx.credentials_from_env()
     if not os.path.isfile(args.input):
         raise CommandError(f"{args.input}: no such file", EXIT_USAGE)
@@ -465,7 +472,7 @@ def run_batch(args: argparse.Namespace) -> int:
         try:
             with bar:
                 anyio.run(
-                    _process,
+                    process,
                     args,
                     credentials,
                     inputs,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import attrs
@@ -35,7 +35,16 @@ from ._auth import (
     token_url,
 )
 from ._batch import BatchMethods
+from ._batch_embed import EmbedBatchMethods
+from ._embeddings import (
+    DEFAULT_TEXTS_PER_REQUEST,
+    EmbeddingResponse,
+    check_texts,
+    decode_embeddings,
+    embed_in_parts,
+)
 from ._errors import ValidationError
+from ._keywords import check_unknown, show_keywords
 from ._limits import AdaptiveRateLimiter, RateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
@@ -52,6 +61,14 @@ from ._models import (
     check_prompt,
     decode,
 )
+from ._params import (
+    NO_EXTRAS,
+    ChatOptions,
+    CompletionOptions,
+    EmbedOptions,
+    Extras,
+    split_params,
+)
 from ._retry import RetryPolicy
 from ._sender import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -64,6 +81,9 @@ from ._streaming import ChatStream, ChunkReader, CompletionStream
 from ._tokens import AccessToken, TokenManager, TokenStore
 from ._transport import HttpxTransport, Reply, Transport, make_transport
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient"]
 
 logger = logging.getLogger("baiduwx_async")
@@ -75,6 +95,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_MAX_CONNECTIONS = 100
 
 TimeoutLike = float | httpx.Timeout | None
+_CHAT_KEYS = frozenset(ChatOptions.__annotations__)
+_COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
+_EMBED_KEYS = frozenset(EmbedOptions.__annotations__)
 R = TypeVar("R", ChatResponse, CompletionResponse)
 C = TypeVar("C", ChatChunk, CompletionChunk)
 
@@ -87,7 +110,7 @@ def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.T
     return httpx.Timeout(float(value), connect=min(float(value), DEFAULT_TIMEOUT.connect or 10.0))
 
 
-class AsyncClient(BatchMethods):
+class AsyncClient(BatchMethods, EmbedBatchMethods):
     """A client for Wenxin Workshop model serving; use it as `async with AsyncClient(...)`.
 
     Keywords:
@@ -236,104 +259,48 @@ class AsyncClient(BatchMethods):
 
     # --- calls
 
+    @show_keywords(ChatOptions)
     async def chat(
-        self,
-        endpoint: str,
-        messages: Sequence[MessageLike],
-        *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Sequence[str] | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: TimeoutLike = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
+        self, endpoint: str, messages: Sequence[MessageLike], **params: Unpack[ChatOptions]
     ) -> ChatResponse:
         """Send a conversation to a chat endpoint and return the model's answer.
 
-        `messages` alternate user/assistant turns, starting and ending with a user turn
-        (an odd count), each a `Message` or a `{"role", "content"}` mapping with non-blank
-        content, at most 4800 characters in all. Parameters left `None` keep the server's
-        defaults: `temperature` in (0, 1], `top_p` in [0, 1], `penalty_score` in [1, 2],
-        `top_k` >= 1, `stop` up to 4 strings of up to 20 characters, `metadata` up to 16
-        string pairs. A broken rule raises `ValidationError` before anything is sent.
-        `timeout` and `max_retries` override the client's for this call; `request_id` is
-        sent as `Request_id` (one is generated otherwise).
+        `messages` alternate between the user side (`user`, or `function` with a function's
+        result) and `assistant`, starting with a user turn and ending on the user side (an
+        odd count); each is a `Message` or a mapping with non-blank content (an assistant
+        turn with a `function_call` may have empty content), at most 4800 characters in all.
+
+        Parameters left `None` keep the server's defaults: `temperature` in (0, 1],
+        `top_p` in [0, 1], `penalty_score` in [1, 2], `top_k` >= 1, `stop` up to 4 strings
+        of up to 20 characters, `metadata` up to 16 string pairs, `user_id`. The ERNIE
+        family's fields are checked for type and shape (the service judges the values):
+        `system`, `max_output_tokens`, `response_format` ("text" | "json_object"),
+        `disable_search`, `enable_citation`, `enable_trace`, `functions` (`Function`s or
+        mappings), `tool_choice`, `user_ip`.
+
+        `extra_body` is merged into the JSON body last (not `stream`); `extra_headers` and
+        `extra_query` are sent as given (and signed, with IAM credentials). `timeout` and
+        `max_retries` override the client's for this call; `request_id` is sent as
+        `Request_id` (one is generated otherwise). A broken rule raises `ValidationError`
+        before anything is sent; an unknown keyword, `TypeError`.
         """
-        params = ChatParams(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            penalty_score=penalty_score,
-            stop=stop,
-            user_id=user_id,
-            metadata=metadata,
-        )
-        call = self._prepare(
-            "chat",
-            endpoint,
-            self._chat_body(messages, params, False),
-            timeout,
-            max_retries,
-            request_id,
-        )
+        call = self._prepare_chat("chat", endpoint, messages, params, False)
         return _decode_answer(await self._sender.send(call), ChatResponse)
 
+    @show_keywords(CompletionOptions)
     async def complete(
-        self,
-        endpoint: str,
-        prompt: str,
-        *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Sequence[str] | None = None,
-        user_id: str | None = None,
-        timeout: TimeoutLike = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
+        self, endpoint: str, prompt: str, **params: Unpack[CompletionOptions]
     ) -> CompletionResponse:
         """Send a prompt to a completions endpoint and return the generated text.
 
-        `prompt` is a non-blank string; the other parameters follow the rules of `chat()`.
+        `prompt` is a non-blank string; the other keywords follow the rules of `chat()`.
         """
-        params = CompletionParams(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            penalty_score=penalty_score,
-            stop=stop,
-            user_id=user_id,
-        )
-        call = self._prepare(
-            "completions",
-            endpoint,
-            _completion_body(prompt, params, False),
-            timeout,
-            max_retries,
-            request_id,
-        )
+        call = self._prepare_completion("complete", endpoint, prompt, params, False)
         return _decode_answer(await self._sender.send(call), CompletionResponse)
 
+    @show_keywords(ChatOptions)
     def chat_stream(
-        self,
-        endpoint: str,
-        messages: Sequence[MessageLike],
-        *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Sequence[str] | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: TimeoutLike = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
+        self, endpoint: str, messages: Sequence[MessageLike], **params: Unpack[ChatOptions]
     ) -> ChatStream:
         """Stream a chat answer sentence by sentence. Not awaited:
 
@@ -349,93 +316,85 @@ class AsyncClient(BatchMethods):
         arrived, never after. The read timeout is the longest silence allowed between two
         chunks. Leaving the block, `break` or cancellation closes the connection at once.
         """
-        params = ChatParams(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            penalty_score=penalty_score,
-            stop=stop,
-            user_id=user_id,
-            metadata=metadata,
-        )
-        call = self._prepare(
-            "chat",
-            endpoint,
-            self._chat_body(messages, params, True),
-            timeout,
-            max_retries,
-            request_id,
-        )
+        call = self._prepare_chat("chat_stream", endpoint, messages, params, True)
         return ChatStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
+    @show_keywords(CompletionOptions)
     def complete_stream(
-        self,
-        endpoint: str,
-        prompt: str,
-        *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Sequence[str] | None = None,
-        user_id: str | None = None,
-        timeout: TimeoutLike = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
+        self, endpoint: str, prompt: str, **params: Unpack[CompletionOptions]
     ) -> CompletionStream:
         """Stream a completion sentence by sentence; used like `chat_stream()`."""
-        params = CompletionParams(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            penalty_score=penalty_score,
-            stop=stop,
-            user_id=user_id,
-        )
-        call = self._prepare(
-            "completions",
-            endpoint,
-            _completion_body(prompt, params, True),
-            timeout,
-            max_retries,
-            request_id,
-        )
+        call = self._prepare_completion("complete_stream", endpoint, prompt, params, True)
         return CompletionStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
-    def _chat_body(
-        self, messages: Sequence[MessageLike], params: ChatParams, stream: bool
-    ) -> dict[str, Any]:
-        return {
+    @show_keywords(EmbedOptions, texts_per_request=DEFAULT_TEXTS_PER_REQUEST)
+    async def embed(
+        self, endpoint: str, texts: Sequence[str], **params: Unpack[EmbedOptions]
+    ) -> EmbeddingResponse:
+        """The embedding vectors of `texts` (a non-empty list of non-blank strings), in order.
+
+        More texts than `texts_per_request` (16; `tao_8k` takes 1) go out as several
+        requests, concurrently within the client's limits, merged back in input order with
+        their usage summed; the first failure fails the call. `user_id`, `extra_*`,
+        `timeout`, `max_retries` and `request_id` are as for `chat()`.
+        """
+        check_unknown("embed", params, _EMBED_KEYS)
+        options = dict(params)
+        per_request = check_positive_int(
+            options.pop("texts_per_request", DEFAULT_TEXTS_PER_REQUEST), "texts_per_request"
+        )
+        user_id = options.pop("user_id", None)
+        if user_id is not None and not isinstance(user_id, str):
+            raise ValidationError("user_id", "must be a string", user_id)
+        checked = check_texts(texts)
+        extras = Extras(**options) if options else NO_EXTRAS  # type: ignore[arg-type]
+        template = self._template("embeddings", endpoint, extras)
+
+        async def send(part: list[str]) -> EmbeddingResponse:
+            body: dict[str, Any] = {"input": part}
+            if user_id is not None:
+                body["user_id"] = user_id
+            answer = await self._sender.send(template.call(body, extras))
+            return decode_embeddings(
+                answer.data, len(part), request_id=answer.request_id, ratelimit=answer.ratelimit
+            )
+
+        width = self._capacity or DEFAULT_MAX_CONNECTIONS
+        return await embed_in_parts(checked, per_request, send, width)
+
+    def _prepare_chat(
+        self,
+        name: str,
+        endpoint: str,
+        messages: Sequence[MessageLike],
+        params: Mapping[str, Any],
+        stream: bool,
+    ) -> PreparedCall:
+        fields, extras = split_params(name, params, ChatParams, _CHAT_KEYS)
+        body = {
             "messages": check_messages(messages, max_chars=self._max_input_chars),
-            **params.body_fields(),
+            **fields,
             "stream": stream,
         }
+        return self._template("chat", endpoint, extras).call(body, extras)
 
-    def _prepare(
-        self,
-        kind: protocol.Kind,
-        endpoint: str,
-        body: dict[str, Any],
-        timeout: TimeoutLike,
-        max_retries: int | None,
-        request_id: str | None,
+    def _prepare_completion(
+        self, name: str, endpoint: str, prompt: str, params: Mapping[str, Any], stream: bool
     ) -> PreparedCall:
-        """Everything about a model call that does not change between attempts."""
+        fields, extras = split_params(name, params, CompletionParams, _COMPLETION_KEYS)
+        body = {"prompt": check_prompt(prompt), **fields, "stream": stream}
+        return self._template("completions", endpoint, extras).call(body, extras)
+
+    def _template(self, kind: protocol.Kind, endpoint: str, extras: Extras) -> _CallTemplate:
+        """What every request of a call shares: checked before the first one is sent."""
         url = self._model_url(kind, endpoint)
+        if extras.query:
+            url = url.copy_merge_params(extras.query)
         policy = self._retry
-        if max_retries is not None:
-            policy = attrs.evolve(policy, max_retries=max_retries)
-        return PreparedCall(
-            auth=self._auth,
-            url=url,
-            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-            headers={
-                "Content-Type": "application/json",
-                protocol.REQUEST_ID_HEADER: request_id or protocol.new_request_id(),
-            },
-            timeout=self._timeout if timeout is None else _as_timeout(timeout),
-            policy=policy,
-        )
+        if extras.max_retries is not None:
+            policy = attrs.evolve(policy, max_retries=extras.max_retries)
+        timeout = self._timeout if extras.timeout is None else _as_timeout(extras.timeout)
+        return _CallTemplate(self._auth, url, timeout, policy)
 
     def _model_url(self, kind: protocol.Kind, endpoint: str) -> httpx.URL:
         # Parsing a URL is the dearest step of building a request: parse each route once.
@@ -476,8 +435,39 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost" or host.endswith(".localhost")  # RFC 6761: loopback
 
 
-def _completion_body(prompt: str, params: CompletionParams, stream: bool) -> dict[str, Any]:
-    return {"prompt": check_prompt(prompt), **params.body_fields(), "stream": stream}
+class _CallTemplate:
+    """What the requests of one call share; `call()` makes each one's `PreparedCall`."""
+
+    __slots__ = ("auth", "policy", "timeout", "url")
+
+    def __init__(
+        self, auth: RequestAuth, url: httpx.URL, timeout: httpx.Timeout, policy: RetryPolicy
+    ) -> None:
+        self.auth = auth
+        self.url = url
+        self.timeout = timeout
+        self.policy = policy
+
+    def call(self, body: dict[str, Any], extras: Extras) -> PreparedCall:
+        if extras.body:
+            body.update(extras.body)
+        headers = {
+            "Content-Type": "application/json",
+            protocol.REQUEST_ID_HEADER: extras.request_id or protocol.new_request_id(),
+        }
+        if extras.headers:
+            for name, value in extras.headers.items():
+                for same in [key for key in headers if key.lower() == name.lower()]:
+                    del headers[same]  # the caller's replaces ours, whatever its case
+                headers[name] = value
+        return PreparedCall(
+            auth=self.auth,
+            url=self.url,
+            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+            headers=headers,
+            timeout=self.timeout,
+            policy=self.policy,
+        )
 
 
 def _decode_answer(answer: Answer, cls: type[R]) -> R:

@@ -33,7 +33,7 @@ __all__ = [
     "redact",
 ]
 
-Kind = Literal["chat", "completions"]
+Kind = Literal["chat", "completions", "embeddings"]
 
 MODEL_PREFIX = "/rpc/2.0/ai_custom/v1/wenxinworkshop/"
 REQUEST_ID_HEADER = "Request_id"

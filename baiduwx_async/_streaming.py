@@ -29,6 +29,7 @@ from ._models import (
     ChatResponse,
     CompletionChunk,
     CompletionResponse,
+    FunctionCall,
     RateLimitInfo,
     Usage,
     decode,
@@ -152,6 +153,9 @@ class _Stream(Generic[C, R]):
         self._parts: list[str] = []
         self._first: C | None = None
         self._last: C | None = None
+        # ERNIE fields that may come in any chunk, not only the last: kept as received
+        self._carried: dict[str, Any] = {}
+        self._carried_raw: dict[str, Any] = {}
 
     # --- what the caller reads after (or during) the stream
 
@@ -164,6 +168,12 @@ class _Stream(Generic[C, R]):
     def usage(self) -> Usage | None:
         """The token usage of the latest chunk (complete after the last one)."""
         return self._last.usage if self._last is not None else None
+
+    @property
+    def function_call(self) -> FunctionCall | None:
+        """The function the model asked to call, from whichever chunk carried it."""
+        call = self._carried.get("function_call")
+        return call if isinstance(call, FunctionCall) else None
 
     @property
     def id(self) -> str | None:
@@ -250,6 +260,13 @@ class _Stream(Generic[C, R]):
             self._first = chunk
         self._last = chunk
         self._parts.append(chunk.result)
+        if isinstance(chunk, ChatChunk) and (
+            chunk.function_call is not None or chunk.search_info is not None
+        ):
+            for name in _CARRIED:
+                if getattr(chunk, name) is not None:
+                    self._carried[name] = getattr(chunk, name)
+                    self._carried_raw[name] = chunk.raw[name]
         if chunk.is_end:
             self._finished = True
             try:
@@ -267,6 +284,8 @@ class _Stream(Generic[C, R]):
         raw = {
             key: value for key, value in last.raw.items() if key not in ("sentence_id", "is_end")
         }
+        for name, value in self._carried_raw.items():
+            raw.setdefault(name, value)
         raw.update(id=self._first.id, created=self._first.created, result=self.text)
         response: R = decode(
             raw, self._response_class, request_id=self.request_id, ratelimit=self.ratelimit
@@ -275,6 +294,7 @@ class _Stream(Generic[C, R]):
 
 
 S = TypeVar("S", bound=_Stream[Any, Any])
+_CARRIED = ("function_call", "search_info")
 
 
 class ChatStream(_Stream[ChatChunk, ChatResponse]):

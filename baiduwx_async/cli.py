@@ -5,6 +5,7 @@ baiduwx chat ENDPOINT [PROMPT]          stream an answer; without PROMPT, a conv
 baiduwx complete ENDPOINT PROMPT        stream a completion
 baiduwx batch ENDPOINT IN.jsonl -o OUT.jsonl [--chat|--complete] [--concurrency N] [--qps Q]
               [--redis URL] [--shard I/N]
+baiduwx embed ENDPOINT IN.jsonl -o OUT.jsonl [--texts-per-request K] (and batch's run options)
 baiduwx emulator [--host H] [--port P] [--config FILE]
 baiduwx serve --model NAME=KIND:ENDPOINT ... [--host H] [--port P]   an OpenAI-compatible API
 baiduwx demo                            everything above against an in-process emulator
@@ -142,6 +143,12 @@ def _run_batch(args: argparse.Namespace) -> int:
     return run_batch(args)
 
 
+def _run_embed(args: argparse.Namespace) -> int:
+    from ._cli_embed import run_embed
+
+    return run_embed(args)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from ._cli_demo import run_demo
 
@@ -264,6 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_generation_options(batch)
     batch.set_defaults(run=_run_batch)
+
+    embed = commands.add_parser(
+        "embed",
+        help="embed a JSONL file of texts, resumably",
+        description="Embed every line of INPUT (JSON objects with an 'id' and a 'text') and "
+        "append one line per id to OUTPUT ({'id', 'ok', 'embedding'}); resumable like batch.",
+    )
+    embed.add_argument("endpoint", metavar="ENDPOINT", help="e.g. embedding-v1, bge_large_zh")
+    embed.add_argument("input", metavar="INPUT.jsonl")
+    embed.add_argument("-o", "--output", metavar="OUTPUT.jsonl", required=True)
+    embed.add_argument("--texts-per-request", type=_positive_int, default=16, metavar="K",
+                       help="texts sent in one request (default 16; tao_8k takes 1)")  # fmt: skip
+    for action in batch._actions:  # the same run options as batch
+        if action.dest in ("concurrency", "qps", "redis", "shard", "http_backend", "no_progress"):
+            embed._add_action(action)
+    embed.set_defaults(run=_run_embed, mode="embed")
 
     emulator = commands.add_parser("emulator", help="serve a local Wenxin Workshop emulator")
     emulator.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")

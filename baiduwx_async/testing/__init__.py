@@ -23,6 +23,8 @@ Mocks, one line per answer, with protocol-shaped bodies (PROTOCOL §4 and §5)::
         mock.stream("mpt30b", ["Hel", "lo!"])      # the last one registered wins
         mock.error("pythia12b", 336003, kind="completions", times=1)   # then ...
         mock.complete("pythia12b", result="Beijing is ...")
+        mock.embed("embedding-v1")                 # the emulator's vectors, or give your own
+        mock.function_call("ernie-4.0-8k", "get_weather", {"location": "Beijing"})
 
 Fixtures
 --------
@@ -59,6 +61,7 @@ so it works wherever `wenxin_emulator` does.
 from . import _plugin
 from ._answers import Kind as Kind  # not in __all__, but public: WenxinMock's argument types
 from ._answers import UsageLike as UsageLike
+from ._answers import VectorsLike as VectorsLike
 from ._emulator import ASGI_BASE_URL, RunningEmulator, run_emulator
 from ._mock import WenxinMock, mock_wenxin
 from ._plugin import wenxin_client, wenxin_emulator
