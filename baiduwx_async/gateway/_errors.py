@@ -26,6 +26,8 @@ __all__ = ["GatewayError", "error_body", "error_for"]
 
 #: Upstream code for "the messages are too long": OpenAI calls it `context_length_exceeded`.
 _TOO_LONG = 336007
+#: Upstream code for "no such endpoint": the model's route names a deployment that is not there.
+_NO_ENDPOINT = 336005
 
 
 class GatewayError(Exception):
@@ -95,7 +97,9 @@ def error_for(exc: BaseException, param_for: dict[int, int] | None = None) -> Ga
         return exc
     if isinstance(exc, ValidationError):
         field = exc.field
-        if param_for:
+        if field.startswith("texts"):  # the client's name for an embedding's `input`
+            field = "input" + field[len("texts") :]
+        elif param_for:
             match = _MESSAGE_INDEX.match(field)
             if match and int(match.group(1)) in param_for:
                 index = param_for[int(match.group(1))]
@@ -124,6 +128,13 @@ def error_for(exc: BaseException, param_for: dict[int, int] | None = None) -> Ga
     if isinstance(exc, InvalidRequestError) and exc.code == _TOO_LONG:
         return GatewayError(
             400, _upstream_text(exc), param="messages", code="context_length_exceeded"
+        )
+    if isinstance(exc, InvalidRequestError) and exc.code == _NO_ENDPOINT:
+        return GatewayError(
+            404,
+            f"the model's upstream endpoint does not exist: {_upstream_text(exc)}",
+            param="model",
+            code="model_not_found",
         )
     if isinstance(exc, InvalidRequestError):
         return GatewayError(400, f"upstream refused the request: {_upstream_text(exc)}")

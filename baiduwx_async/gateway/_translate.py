@@ -14,9 +14,20 @@ from typing import Any
 
 import attrs
 
+from .._messages import MessageLike
 from ._errors import GatewayError, invalid
 
-__all__ = ["ChatCall", "CompletionCall", "EmbeddingCall", "chat_call", "completion_call"]
+__all__ = [
+    "ChatCall",
+    "CompletionCall",
+    "EmbeddingCall",
+    "chat_call",
+    "chat_messages",
+    "completion_call",
+    "embedding_call",
+    "model_name",
+    "not_found",
+]
 
 #: OpenAI fields the service has no counterpart for: refused unless left at the neutral value.
 _REFUSED_UNLESS_NEUTRAL: dict[str, tuple[object, ...]] = {
@@ -49,7 +60,7 @@ class ChatCall:
     """A chat request, ready for `client.chat` / `client.chat_stream`."""
 
     model: str
-    messages: list[dict[str, Any]]
+    messages: list[MessageLike]
     params: dict[str, Any]
     stream: bool
     include_usage: bool
@@ -177,12 +188,12 @@ def _tool_call(calls: object, field: str) -> tuple[str | None, dict[str, str]]:
     return (call_id if isinstance(call_id, str) else None), {"name": name, "arguments": arguments}
 
 
-def chat_messages(raw: object) -> tuple[str | None, list[dict[str, Any]], dict[int, int]]:
+def chat_messages(raw: object) -> tuple[str | None, list[MessageLike], dict[int, int]]:
     """(system text, upstream messages, upstream index -> caller index)."""
     if not isinstance(raw, list) or not raw:
         raise invalid("messages", "messages: must be a non-empty list")
     system: list[str] = []
-    messages: list[dict[str, Any]] = []
+    messages: list[Any] = []  # mappings of the shapes MessageLike allows
     index: dict[int, int] = {}
     call_names: dict[str, str] = {}  # tool_call_id -> the function that call named
     for i, message in enumerate(raw):
