@@ -40,6 +40,8 @@ def uvicorn_server(app: Any, *, log_level: str = "warning", shutdown_timeout: in
         access_log=False,
         lifespan="off",
         ws="none",
+        # nothing reads the caller's address; put X-Forwarded-* to use in a proxy of your own
+        proxy_headers=False,
         timeout_graceful_shutdown=shutdown_timeout,
     )
     return uvicorn.Server(config)
