@@ -7,10 +7,9 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import attrs
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -26,36 +25,21 @@ from ._answers import (
     text_completion,
 )
 from ._errors import GatewayError, error_body, error_for
+from ._streams import relay_stream
 from ._translate import chat_call, completion_call, embedding_call, model_name, not_found
+from ._wire import Exchange, Receive, Scope, Send, dumps, printable, route_path, send_json
 
 if TYPE_CHECKING:
     from .._client import AsyncClient
-    from .._streaming import ChatStream, CompletionStream
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "GatewayApp", "ModelRoute", "create_app", "parse_models"]
 
 logger = logging.getLogger("baiduwx_async.gateway")
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
 #: The largest request body accepted (a chat holds at most 4,800 characters upstream; tool
 #: schemas and embedding inputs are larger, but not by this much).
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 KINDS = ("chat", "completions", "embeddings")
-_JSON = (b"content-type", b"application/json")
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
-]
-_DONE = b"data: [DONE]\n\n"
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def dumps(value: object) -> bytes:
-    return _encoder.encode(value).encode()
 
 
 @attrs.frozen
@@ -88,22 +72,7 @@ def parse_models(models: Mapping[str, str]) -> dict[str, ModelRoute]:
     return routes
 
 
-class _Exchange:
-    """One request's facts for its log line, and the stream state."""
-
-    __slots__ = ("disconnected", "error", "finished", "index", "model", "started", "status")
-
-    def __init__(self) -> None:
-        self.model: str | None = None
-        self.status = 500
-        self.started = False  # the answer's status line was sent
-        self.finished = False  # everything meant to be sent was sent
-        self.disconnected = False
-        self.error: Exception | None = None
-        self.index: dict[int, int] | None = None
-
-
-Handler = Callable[[_Exchange, Scope, Receive, Send], Awaitable[None]]
+Handler = Callable[[Exchange, Scope, Receive, Send], Awaitable[None]]
 
 
 @attrs.frozen
@@ -111,39 +80,6 @@ class _Route:
     method: str
     handler: Handler
     auth: bool = True
-
-
-async def _send_json(
-    send: Send, status: int, body: bytes, extra: Mapping[str, str] | None = None
-) -> None:
-    headers = [_JSON, (b"content-length", b"%d" % len(body))]
-    if extra:
-        headers += [(k.encode(), v.encode()) for k, v in extra.items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _route_path(scope: Scope) -> str:
-    """The path below the app's mount point, as Starlette's router matches it."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
-        return path[len(root) :] or "/"
-    return path
-
-
-def _printable(text: str, limit: int = 80) -> str:
-    return text[:limit].encode("unicode_escape").decode("ascii")
-
-
-async def _watch_disconnect(
-    receive: Receive, exchange: _Exchange, scope: anyio.CancelScope
-) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    if not exchange.finished:
-        exchange.disconnected = True
-        scope.cancel()
 
 
 class _Endpoint:
@@ -214,12 +150,12 @@ class GatewayApp(Starlette):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one HTTP request."""
         started = time.perf_counter()
-        path = _route_path(scope)
+        path = route_path(scope)
         route = self._routes.get(path)
         if route is None:
             route = self._model_route if path.startswith("/v1/models/") else self._unknown
         method: str = scope["method"]
-        exchange = _Exchange()
+        exchange = Exchange()
         try:
             if route.method not in (method, "*"):
                 raise GatewayError(
@@ -233,17 +169,17 @@ class GatewayApp(Starlette):
         except Exception as exc:
             error = error_for(exc, exchange.index)
             if error.status == 500:
-                logger.error("gateway failure on %s %s", method, _printable(path), exc_info=exc)
+                logger.error("gateway failure on %s %s", method, printable(path), exc_info=exc)
             exchange.status = error.status
             if not exchange.started:
-                await _send_json(send, error.status, error_body(error), error.headers)
+                await send_json(send, error.status, error_body(error), error.headers)
         finally:
             if logger.isEnabledFor(logging.INFO):
                 logger.info(
                     "%s %s model=%s status=%s %.1fms",
                     method,
-                    _printable(path),
-                    _printable(exchange.model) if exchange.model else "-",
+                    printable(path),
+                    printable(exchange.model) if exchange.model else "-",
                     499 if exchange.disconnected else exchange.status,
                     (time.perf_counter() - started) * 1000,
                 )
@@ -302,19 +238,19 @@ class GatewayApp(Starlette):
             raise GatewayError(400, "The request body must be a JSON object", code="invalid_json")
         return data
 
-    def _route_of(self, exchange: _Exchange, body: Mapping[str, Any], kind: str) -> ModelRoute:
+    def _route_of(self, exchange: Exchange, body: Mapping[str, Any], kind: str) -> ModelRoute:
         name = model_name(body)
+        exchange.model = name
         route = self.models.get(name)
         if route is None:
             raise not_found(name)
-        exchange.model = name
         if route.kind != kind:
             raise not_found(name, route.kind)
         return route
 
     # --- the routes
 
-    async def _chat(self, exchange: _Exchange, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chat(self, exchange: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
         body = await self._read_json(scope, receive)
         route = self._route_of(exchange, body, "chat")
         call = chat_call(body)
@@ -323,14 +259,14 @@ class GatewayApp(Starlette):
         if call.stream:
             stream = client.chat_stream(route.endpoint, call.messages, **call.params)
             chunks = ChatChunks(call.model, call.include_usage)
-            await self._stream(exchange, receive, send, stream, chunks)
+            await relay_stream(exchange, receive, send, stream, chunks)
             return
         reply = await client.chat(route.endpoint, call.messages, **call.params)
         exchange.status = 200
-        await _send_json(send, 200, dumps(chat_completion(reply, call.model)))
+        await send_json(send, 200, dumps(chat_completion(reply, call.model)))
 
     async def _completions(
-        self, exchange: _Exchange, scope: Scope, receive: Receive, send: Send
+        self, exchange: Exchange, scope: Scope, receive: Receive, send: Send
     ) -> None:
         body = await self._read_json(scope, receive)
         route = self._route_of(exchange, body, "completions")
@@ -339,14 +275,14 @@ class GatewayApp(Starlette):
         if call.stream:
             stream = client.complete_stream(route.endpoint, call.prompt, **call.params)
             chunks = CompletionChunks(call.model, call.include_usage)
-            await self._stream(exchange, receive, send, stream, chunks)
+            await relay_stream(exchange, receive, send, stream, chunks)
             return
         reply = await client.complete(route.endpoint, call.prompt, **call.params)
         exchange.status = 200
-        await _send_json(send, 200, dumps(text_completion(reply, call.model)))
+        await send_json(send, 200, dumps(text_completion(reply, call.model)))
 
     async def _embeddings(
-        self, exchange: _Exchange, scope: Scope, receive: Receive, send: Send
+        self, exchange: Exchange, scope: Scope, receive: Receive, send: Send
     ) -> None:
         body = await self._read_json(scope, receive)
         route = self._route_of(exchange, body, "embeddings")
@@ -354,110 +290,35 @@ class GatewayApp(Starlette):
         reply = await self.client.embed(route.endpoint, call.texts, **call.params)
         answer = embedding_list(reply.vectors, reply.usage, call.model, call.base64)
         exchange.status = 200
-        await _send_json(send, 200, dumps(answer))
+        await send_json(send, 200, dumps(answer))
 
-    async def _models(
-        self, exchange: _Exchange, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    async def _models(self, exchange: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
         exchange.status = 200
-        await _send_json(send, 200, dumps(model_list(list(self.models), self.created)))
+        await send_json(send, 200, dumps(model_list(list(self.models), self.created)))
 
-    async def _model(self, exchange: _Exchange, scope: Scope, receive: Receive, send: Send) -> None:
-        name = _route_path(scope)[len("/v1/models/") :]
+    async def _model(self, exchange: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
+        name = route_path(scope)[len("/v1/models/") :]
         if name not in self.models:
             raise not_found(name)
         exchange.model, exchange.status = name, 200
-        await _send_json(send, 200, dumps(model_card(name, self.created)))
+        await send_json(send, 200, dumps(model_card(name, self.created)))
 
     async def _healthz(
-        self, exchange: _Exchange, scope: Scope, receive: Receive, send: Send
+        self, exchange: Exchange, scope: Scope, receive: Receive, send: Send
     ) -> None:
         closed = self.client.is_closed
         exchange.status = 503 if closed else 200
-        await _send_json(
+        await send_json(
             send, exchange.status, b'{"status":"closed"}' if closed else b'{"status":"ok"}'
         )
 
     async def _not_found(
-        self, exchange: _Exchange, scope: Scope, receive: Receive, send: Send
+        self, exchange: Exchange, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        path = _printable(_route_path(scope))
+        path = printable(route_path(scope))
         raise GatewayError(
             404, f"Unknown request URL: {scope['method']} {path}", code="unknown_url"
         )
-
-    # --- streams
-
-    async def _stream(
-        self,
-        exchange: _Exchange,
-        receive: Receive,
-        send: Send,
-        stream: ChatStream | CompletionStream,
-        chunks: ChatChunks,
-    ) -> None:
-        """Relay a stream; a caller that goes away cancels it, which closes it upstream."""
-        async with anyio.create_task_group() as group:
-            group.start_soon(_watch_disconnect, receive, exchange, group.cancel_scope)
-            await self._relay(exchange, send, stream, chunks)
-            group.cancel_scope.cancel()
-        if exchange.error is not None:  # before the answer started: a plain error answer
-            raise exchange.error
-
-    async def _relay(
-        self,
-        exchange: _Exchange,
-        send: Send,
-        stream: ChatStream | CompletionStream,
-        chunks: ChatChunks,
-    ) -> None:
-        """Never raises (but cancellation): a failure is kept for `_stream`, or sent as an
-        error event once the answer has started."""
-        try:
-            async with stream:
-                await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-                exchange.started, exchange.status = True, 200
-                last: Any = None
-                async for chunk in stream:
-                    if last is None:
-                        chunks.begin(chunk.id, chunk.created)
-                        first = chunks.first()
-                        if first is not None:
-                            await _send_event(send, first)
-                    event = chunks.sentence(chunk.result, getattr(chunk, "function_call", None))
-                    if event is not None:
-                        await _send_event(send, event)
-                    last = chunk
-                tail = b"data: " + dumps(chunks.last(last.finish_reason, last.is_truncated))
-                if chunks.with_usage:
-                    tail += b"\n\ndata: " + dumps(chunks.usage(stream.usage))
-                exchange.finished = True
-                await send({"type": "http.response.body", "body": tail + b"\n\n" + _DONE})
-        except Exception as exc:
-            if not exchange.started:
-                exchange.error = exc
-                return
-            if isinstance(exc, OSError):  # an ASGI server saying the caller has gone
-                exchange.disconnected = True
-                return
-            error = error_for(exc)
-            exchange.status = error.status
-            exchange.finished = True
-            try:
-                data = b"data: " + error_body(error) + b"\n\n"
-                await send({"type": "http.response.body", "body": data})
-            except OSError:  # the caller left meanwhile
-                exchange.disconnected = True
-
-
-async def _send_event(send: Send, value: object) -> None:
-    await send(
-        {
-            "type": "http.response.body",
-            "body": b"data: " + dumps(value) + b"\n\n",
-            "more_body": True,
-        }
-    )
 
 
 def create_app(
