@@ -18,7 +18,14 @@ from ._auth import (
     StaticToken,
     credentials_from_env,
 )
-from ._batch import BatchIterator, BatchProgress, BatchResult, BatchWidthWarning
+from ._batch import (
+    BatchFailure,
+    BatchIterator,
+    BatchProgress,
+    BatchResult,
+    BatchSuccess,
+    BatchWidthWarning,
+)
 from ._batch_embed import EmbedBatchIterator
 from ._client import AsyncClient
 from ._embeddings import Embedding, EmbeddingResponse
@@ -33,6 +40,7 @@ from ._errors import (
     RequestTimeoutError,
     ServerError,
     StreamError,
+    TimeoutLimit,
     TransportError,
     ValidationError,
     WenxinError,
@@ -84,9 +92,11 @@ __all__ = [
     "AssistantMessageParam",
     "AsyncClient",
     "AuthenticationError",
+    "BatchFailure",
     "BatchIterator",
     "BatchProgress",
     "BatchResult",
+    "BatchSuccess",
     "BatchWidthWarning",
     "BceSigningAuth",
     "ChatChunk",
@@ -130,6 +140,7 @@ __all__ = [
     "SharedTokenStore",
     "StaticToken",
     "StreamError",
+    "TimeoutLimit",
     "TokenManager",
     "TokenStore",
     "ToolChoice",

@@ -25,7 +25,7 @@ from collections.abc import (
 )
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeAlias, TypeVar
 
 import anyio
 import attrs
@@ -50,10 +50,12 @@ if TYPE_CHECKING:  # anyio loads these on first use; importing us should not
     from typing_extensions import Unpack
 
 __all__ = [
+    "BatchFailure",
     "BatchIterator",
     "BatchMethods",
     "BatchProgress",
     "BatchResult",
+    "BatchSuccess",
     "BatchWidthWarning",
     "run_ordered",
 ]
@@ -66,20 +68,58 @@ T = TypeVar("T")
 
 
 @attrs.frozen
-class BatchResult(Generic[I, R]):
-    """The outcome of one input: its `response`, or the `error` that ended it."""
+class BatchSuccess(Generic[I, R]):
+    """An input that got its `response` (`ok` is True, `error` None). See `BatchResult`."""
 
     index: int
     input: I
-    response: R | None
-    error: Exception | None
+    response: R
     #: HTTP attempts this item took (retries and a token replay included).
     attempts: int
 
     @property
-    def ok(self) -> bool:
-        """True when the item has a response."""
-        return self.error is None
+    def ok(self) -> Literal[True]:
+        return True
+
+    @property
+    def error(self) -> None:
+        return None
+
+    def unwrap(self) -> R:
+        """The response."""
+        return self.response
+
+
+@attrs.frozen
+class BatchFailure(Generic[I, R]):
+    """An input that failed with `error` (`ok` is False, `response` None). See
+    `BatchResult`."""
+
+    index: int
+    input: I
+    #: What ended the item: a `WenxinError` for anything the input or the service caused.
+    error: Exception
+    #: HTTP attempts this item took (0 when its input was refused before sending).
+    attempts: int
+
+    @property
+    def ok(self) -> Literal[False]:
+        return False
+
+    @property
+    def response(self) -> None:
+        return None
+
+    def unwrap(self) -> NoReturn:
+        """Raise the item's error."""
+        raise self.error
+
+
+#: The outcome of one input: a `BatchSuccess` (with its `response`) or a `BatchFailure`
+#: (with the `error` that ended it). Both have `index`, `input`, `attempts`, `ok`,
+#: `response`, `error` and `unwrap()`, and `ok` tells type checkers which one it is:
+#: in `r.response.result if r.ok else r.error`, `r.response` is the response type.
+BatchResult: TypeAlias = BatchSuccess[I, R] | BatchFailure[I, R]
 
 
 @attrs.frozen
@@ -197,14 +237,15 @@ class BatchIterator(Generic[I, R]):
             while (taken := await take()) is not None:
                 index, item = taken
                 with count_attempts() as attempts:
+                    result: BatchResult[I, R]
                     try:
-                        response: R | None = await self._call(item)
-                        error: Exception | None = None
+                        response = await self._call(item)
                     except Exception as exc:  # one item's failure is its own, never the batch's
-                        response, error = None, exc
-                result = BatchResult(index, item, response, error, attempts.count)
+                        result = BatchFailure(index, item, exc, attempts.count)
+                    else:
+                        result = BatchSuccess(index, item, response, attempts.count)
                 self._done += 1
-                self._failed += error is not None
+                self._failed += not result.ok
                 if self._on_progress is not None:
                     self._on_progress(
                         BatchProgress(

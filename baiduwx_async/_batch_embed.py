@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._batch import (
     DEFAULT_BATCH_CONCURRENCY,
+    BatchFailure,
     BatchIterator,
     BatchProgress,
     BatchResult,
+    BatchSuccess,
     _paced,
     run_ordered,
 )
@@ -110,15 +112,14 @@ class EmbedBatchIterator:
 
     def _unpack(self, group: BatchResult[list[Any], list[Outcome]]) -> None:
         first = group.index * self._per_request
-        outcomes: list[Outcome] = group.response if group.response is not None else []
         for offset, text in enumerate(group.input):
-            outcome = outcomes[offset] if outcomes else group.error
+            outcome: Outcome = group.response[offset] if group.ok else group.error
             result: BatchResult[str, list[float]]
             if isinstance(outcome, Exception):
                 attempts = 0 if isinstance(outcome, ValidationError) else group.attempts
-                result = BatchResult(first + offset, text, None, outcome, attempts)
+                result = BatchFailure(first + offset, text, outcome, attempts)
             else:
-                result = BatchResult(first + offset, text, outcome, None, group.attempts)
+                result = BatchSuccess(first + offset, text, outcome, group.attempts)
             self._ready.append(result)
             self._done += 1
             self._failed += not result.ok

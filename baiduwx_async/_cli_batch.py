@@ -6,6 +6,10 @@ whole lines, at worst followed by one torn line after a power loss. On start the
 in the output are skipped, and a final line that is not complete JSON is cut off. An
 exclusive lock on the output keeps two runs from writing the same file at once.
 
+`--retry-failed` also sends again the ids whose last line failed, appending the new
+outcome: an id may then have several lines, and the last one is its result (readers take
+the last line of each id).
+
 Many runs, on one machine or many, can share one quota and one access token through Redis
 (`--redis URL`: `--qps` then applies to all of them together) and split one input between
 them (`--shard I/N`, each run writing its own output). A shard is chosen by a stable hash of
@@ -113,23 +117,26 @@ class ResultFile:
             raise
         self._unsynced = 0
         self._synced_at = time.monotonic()
+        #: Ids whose last line failed, as `recover` found them.
+        self.failed_before = 0
 
-    def recover(self) -> tuple[set[str], int]:
-        """The ids already written, and how many lines could not be read.
+    def recover(self, *, retry_failed: bool = False) -> tuple[set[str], int]:
+        """The ids already done, and how many lines could not be read. With
+        `retry_failed`, an id whose last line failed is not done: it goes again.
 
         A final line that is not complete JSON (a write torn by a crash) is cut off; the file
         is left ending with a newline, ready for appending.
         """
-        done: set[str] = set()
+        outcomes: dict[str, bool] = {}  # id -> whether its last line succeeded
         unreadable = 0
         offset = 0
         last: tuple[int, bytes, bool] | None = None  # start, line, readable
         with open(self.path, "rb") as file:
             for line in file:
-                key = _record_id(line)
+                key, ok = _record_outcome(line)
                 readable = key is not None
                 if key is not None:
-                    done.add(key)
+                    outcomes[key] = ok
                 elif line.strip():
                     unreadable += 1
                 last = (offset, line, readable)
@@ -142,6 +149,8 @@ class ResultFile:
             elif not line.endswith(b"\n"):
                 os.write(self._fd, b"\n")
             os.fsync(self._fd)
+        done = {key for key, ok in outcomes.items() if ok or not retry_failed}
+        self.failed_before = sum(not ok for ok in outcomes.values())
         return done, unreadable
 
     def write(self, record: dict[str, Any]) -> None:
@@ -178,12 +187,15 @@ def _lock(fd: int, path: str) -> None:
         raise CommandError(f"{path} is being written by another baiduwx batch") from None
 
 
-def _record_id(line: bytes) -> str | None:
+def _record_outcome(line: bytes) -> tuple[str | None, bool]:
+    """The id of a result line (`None` if unreadable) and whether it succeeded."""
     try:
         record = json.loads(line)
     except ValueError:
-        return None
-    return id_key(record.get("id")) if isinstance(record, dict) else None
+        return None, False
+    if not isinstance(record, dict):
+        return None, False
+    return id_key(record.get("id")), record.get("ok") is True
 
 
 class BatchInputs:
@@ -460,9 +472,12 @@ def run_batch(args: argparse.Namespace, process: Process = _process) -> int:
     output = ResultFile(args.output)
     interrupted = False
     try:
-        done, unreadable = output.recover()
+        retry_failed = bool(getattr(args, "retry_failed", False))
+        done, unreadable = output.recover(retry_failed=retry_failed)
         if unreadable:
             warn(f"{args.output}: {unreadable} unreadable line(s) ignored")
+        if retry_failed and output.failed_before:
+            note(f"retrying {output.failed_before} failed id(s)")
         lines = count_lines(args.input) if shard is None else count_shard_lines(args.input, shard)
         total = max(0, lines - len(done))
         inputs = BatchInputs(args.input, args.mode, done, warn, shard)

@@ -31,6 +31,7 @@ from ._auth import (
     RequestAuth,
     StaticToken,
     credentials_from_env,
+    oauth_hint,
     parse_token_response,
     token_url,
 )
@@ -43,7 +44,7 @@ from ._embeddings import (
     decode_embeddings,
     embed_in_parts,
 )
-from ._errors import ValidationError
+from ._errors import AuthenticationError, ValidationError
 from ._keywords import check_unknown, show_keywords
 from ._limits import AdaptiveRateLimiter, RateLimiter
 from ._models import (
@@ -94,6 +95,8 @@ DEFAULT_BASE_URL = "https://aip.baidubce.com"
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_MAX_CONNECTIONS = 100
 
+#: A call's `timeout=`: seconds for the whole wait (connecting capped at 10 s), an
+#: `httpx.Timeout` for each limit (connect, read, write, pool), or None: the client's.
 TimeoutLike = float | httpx.Timeout | None
 _CHAT_KEYS = frozenset(ChatOptions.__annotations__)
 _COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
@@ -113,27 +116,12 @@ def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.T
 class AsyncClient(BatchMethods, EmbedBatchMethods):
     """A client for Wenxin Workshop model serving; use it as `async with AsyncClient(...)`.
 
-    Keywords:
-        credentials: `OAuthCredentials`, `IAMCredentials` or `StaticToken`; read from the
-            environment when omitted (see `credentials_from_env`).
-        base_url: the service root; `QIANFAN_BASE_URL`, else `https://aip.baidubce.com`.
-        timeout: seconds, or an `httpx.Timeout`; for streams the read timeout is the
-            longest silence allowed between two chunks. Default 300 s, connect 10 s.
-        max_retries: retries after the first attempt for retryable failures (default 3).
-        retry_policy: backoff settings (`RetryPolicy`); `max_retries` overrides its budget.
-        http_backend: `"httpx"` (default: portable, asyncio and trio, mockable with respx)
-            or `"aiohttp"` (asyncio only, extra `aiohttp`: several times the throughput).
-        http_client: your own `httpx.AsyncClient`; it is used as is and left open.
-        token_store: where access tokens are kept (default: in this client's memory);
-            a `FileTokenStore` lets a token outlive the process.
-        max_input_chars: the most characters all messages of a chat may hold together
-            (4800, the service's limit); `None` leaves the check to the server.
-        max_concurrency: the most requests (and open streams) in flight at once; also the
-            size of the connection pool. Default: unlimited requests, 100 connections.
-        max_response_bytes: the largest answer (or stream line) accepted; 8 MiB.
-        qps, rpm: a client-side rate limit, requests per second / per minute. Without
-            either, the client still slows down by itself after rate-limit answers.
-        rate_limiter: a limiter of your own (e.g. one shared between processes) instead.
+    Calls: `chat`, `complete` (awaited: a `ChatResponse` / `CompletionResponse`),
+    `chat_stream`, `complete_stream` (not awaited: `async with` the stream), and the
+    `batch_*` / `iter_batch_*` helpers. Every error is a `WenxinError`: `ValidationError`
+    before sending, `APIError` subclasses when the service refuses, `TransportError` (and
+    `RequestTimeoutError`) when the connection fails, `ProtocolError` for a malformed
+    answer. The keywords of the constructor are described in `help(AsyncClient.__init__)`.
     """
 
     def __init__(
@@ -155,6 +143,33 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Make a client; nothing is sent until the first call. All arguments are keywords:
+
+        credentials: `OAuthCredentials`, `IAMCredentials` or `StaticToken`; read from the
+            environment when omitted (see `credentials_from_env`).
+        base_url: the service root; `QIANFAN_BASE_URL`, else `https://aip.baidubce.com`.
+        timeout: seconds, or an `httpx.Timeout`; for streams the read timeout is the
+            longest silence allowed between two chunks. Default 300 s, connect 10 s.
+        max_retries: retries after the first attempt for retryable failures (default 3).
+        retry_policy: backoff settings (`RetryPolicy`); `max_retries` overrides its budget.
+        http_backend: `"httpx"` (default: portable, asyncio and trio, mockable with respx)
+            or `"aiohttp"` (asyncio only, extra `aiohttp`: several times the throughput).
+        http_client: your own `httpx.AsyncClient`; it is used as is and left open.
+        token_store: where access tokens are kept (default: in this client's memory);
+            a `FileTokenStore` lets a token outlive the process.
+        max_input_chars: the most characters all messages of a chat may hold together
+            (4800, the service's limit); `None` leaves the check to the server.
+        max_concurrency: the most requests (and open streams) in flight at once; also the
+            size of the connection pool. Default: unlimited requests, 100 connections.
+        max_response_bytes: the largest answer (or stream line) accepted; 8 MiB.
+        qps, rpm: a client-side rate limit, requests per second / per minute. Without
+            either, the client still slows down by itself after rate-limit answers.
+        rate_limiter: a limiter of your own (e.g. one shared between processes) instead.
+        clock: the wall clock (unix seconds) for token expiry and signatures; for tests.
+
+        Raises `ValidationError` for a bad value, and `AuthenticationError` when no
+        `credentials=` is given and the environment holds none.
+        """
         if credentials is None:
             credentials = credentials_from_env()
         if not isinstance(credentials, OAuthCredentials | IAMCredentials | StaticToken):
@@ -200,6 +215,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
             max_in_flight=max_concurrency,
             max_response_bytes=check_positive_int(max_response_bytes, "max_response_bytes"),
             clock=clock,
+            base_url_setting=_base_url_setting(base_url),
         )
         self._credentials = credentials
         self._tokens: TokenManager | None = None
@@ -424,8 +440,22 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
             policy=self._retry,
             timeout=self._timeout,
         )
-        answer = await self._sender.send(call)
-        return parse_token_response(answer.status_code, answer.body, now=self._clock())
+        try:
+            answer = await self._sender.send(call)
+            return parse_token_response(answer.status_code, answer.body, now=self._clock())
+        except AuthenticationError as exc:
+            if exc.hint is None:
+                exc.hint = oauth_hint(self._credentials)
+            raise
+
+
+def _base_url_setting(base_url: object) -> str:
+    """Which setting gave the client its address, for the hint of a connection failure."""
+    if base_url:
+        return "base_url="
+    if os.environ.get("QIANFAN_BASE_URL"):
+        return "QIANFAN_BASE_URL"
+    return "the default base_url (set base_url= or QIANFAN_BASE_URL to change it)"
 
 
 def _is_loopback(host: str) -> bool:

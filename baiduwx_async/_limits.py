@@ -1,5 +1,5 @@
 """
-Client-side rate limiting (PROTOCOL §7): `qps` / `rpm` ceilings, and adaptive slowing
+Client-side rate limiting (docs/protocol.md §7): `qps` / `rpm` ceilings, and adaptive slowing
 down after rate-limit answers.
 
 The client awaits `acquire()` before every model request attempt and calls `feedback()`

@@ -1,10 +1,12 @@
 """
-The data of a call, and the checks of its inputs. This module gathers the parts:
+The data of a call, and the checks of its inputs. This module gathers the parts (and
+holds the small checks they share with the client):
 
 - `_messages`: messages, function definitions and calls, the conversation rules;
 - `_params`: generation parameters, the ERNIE chat fields and every call's options;
-- `_responses`: answers and chunks, and the converter that decodes them;
-- `_embeddings`: embedding answers and the rules of an embedding input.
+- `_responses`: answers and chunks, and the converter that decodes them.
+
+Embeddings have their own module, `_embeddings`.
 
 Every documented constraint of a request is checked before anything is sent; a broken
 one raises `ValidationError` naming the field and the rule.

@@ -14,16 +14,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 import attrs
+import httpx
 
 from ._errors import ValidationError
 from ._keywords import check_unknown
 from ._messages import Function, FunctionParam
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = [
     "CALL_OPTIONS",
@@ -365,7 +363,19 @@ class Extras:
         self.body = _check_extra_body(extra_body)
         self.headers = _check_extra_headers(extra_headers)
         self.query = _check_extra_query(extra_query)
+        if not (
+            timeout is None
+            or isinstance(timeout, httpx.Timeout)
+            or (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0)
+        ):
+            raise ValidationError(
+                "timeout", "must be a positive number of seconds or httpx.Timeout", timeout
+            )
         self.timeout = timeout
+        if max_retries is not None and (
+            isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+        ):
+            raise ValidationError("max_retries", "must be a non-negative integer", max_retries)
         self.max_retries = max_retries
         if request_id is not None and not isinstance(request_id, str):
             raise ValidationError("request_id", "must be a string", request_id)

@@ -55,7 +55,7 @@ def _lenient_int(value: str | None) -> int | None:
 
 @attrs.frozen
 class RateLimitInfo:
-    """The `X-Ratelimit-*` headers of an answer (PROTOCOL §7); `None` where absent."""
+    """The `X-Ratelimit-*` headers of an answer (docs/protocol.md §7); `None` where absent."""
 
     limit_requests: int | None = None
     limit_tokens: int | None = None

@@ -23,13 +23,14 @@ from ._errors import (
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
+    RequestTimeoutError,
     TransportError,
     WenxinError,
 )
 from ._limits import RateLimiter
 from ._models import RateLimitInfo
 from ._retry import RetryPolicy, note_attempt
-from ._transport import OutgoingRequest, Reply, Transport
+from ._transport import OutgoingRequest, Reply, Transport, location, origin
 
 __all__ = ["Answer", "PreparedCall", "Sender", "install_log_redaction"]
 
@@ -109,8 +110,11 @@ class Sender:
         max_in_flight: int | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.time,
+        base_url_setting: str = "base_url= or QIANFAN_BASE_URL",
     ) -> None:
         self.transport = transport
+        #: Where the client's address came from, for the hint of a connection failure.
+        self.base_url_setting = base_url_setting
         self.closed = False
         self.max_response_bytes = max_response_bytes
         self.limiter = limiter
@@ -202,11 +206,33 @@ class Sender:
             if not policy.allows(error, retries):
                 if isinstance(error, AuthenticationError) and error.hint is None:
                     error.hint = call.auth.hint() if call.auth is not None else None
+                elif isinstance(error, TransportError):
+                    self._explain(error, request, retries + 1 + replayed)
                 raise error
             delay = policy.wait(retries, getattr(error, "retry_after", None))
             logger.debug("retrying in %.2f s after %s", delay, type(error).__name__)
             await anyio.sleep(delay)
             retries += 1
+
+    def _explain(self, error: TransportError, request: OutgoingRequest, attempts: int) -> None:
+        """Complete a connection failure's message: where, how many tries, what to change."""
+        error.url = error.url or location(request.url)
+        error.attempts = attempts
+        if not isinstance(error, RequestTimeoutError):
+            if error.hint is None:
+                error.hint = (
+                    f"is the service at {origin(request.url)} up and reachable? The address "
+                    f"comes from {self.base_url_setting}"
+                )
+            return
+        # A timeout's own hint (from a body read) cannot know the value; this one does.
+        limit = error.limit
+        if limit is not None and error.seconds is None:
+            error.seconds = getattr(request.timeout, limit)
+        seconds = f"{error.seconds:g} s" if error.seconds is not None else "the time allowed"
+        error.hint = _TIMEOUT_HINTS.get(limit, _TIMEOUT_HINTS[None]).format(
+            seconds=seconds, origin=origin(request.url), setting=self.base_url_setting
+        )
 
     def release(self) -> None:
         """Give back the place in flight a request (or an open stream) held."""
@@ -222,6 +248,21 @@ class Sender:
             )
             await self.limiter.feedback(throttled=throttled, ratelimit=ratelimit)
         return ratelimit
+
+
+_TIMEOUT_HINTS = {
+    "connect": "no connection to {origin} within {seconds}: check the address "
+    "({setting}) and the network, or allow more with "
+    "timeout=httpx.Timeout(..., connect=SECONDS)",
+    "read": "the server sent nothing for {seconds}: allow more with timeout=SECONDS "
+    "(or httpx.Timeout(..., read=SECONDS)); for a stream this is the longest silence "
+    "allowed between two chunks",
+    "write": "sending the request took over {seconds}: allow more with "
+    "timeout=httpx.Timeout(..., write=SECONDS)",
+    "pool": "every connection stayed busy for {seconds}: allow a longer wait with "
+    "timeout=httpx.Timeout(..., pool=SECONDS), or a larger pool with max_concurrency=",
+    None: "allow more time with timeout=SECONDS (or an httpx.Timeout)",
+}
 
 
 def _is_event_stream(status_code: int, headers: dict[str, str]) -> bool:

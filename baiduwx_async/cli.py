@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default="aiohttp" if has_module("aiohttp") else "httpx",
                        help="HTTP library (default aiohttp when installed: faster; the run "
                        "also uses uvloop when installed)")  # fmt: skip
+    batch.add_argument("--retry-failed", action="store_true",
+                       help="also send again the ids whose last line in OUTPUT failed, "
+                       "appending the new outcome (an id's last line is its result)")  # fmt: skip
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_generation_options(batch)
     batch.set_defaults(run=_run_batch)

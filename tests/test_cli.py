@@ -159,7 +159,7 @@ def test_import_is_cheap_and_help_lists_the_commands() -> None:
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    for command in ("chat", "complete", "batch", "emulator", "demo"):
+    for command in ("chat", "complete", "batch", "embed", "emulator", "demo"):
         assert command in done.stdout
     assert elapsed < 2.0  # ~0.3 s unloaded; generous for a busy test machine
 
@@ -426,6 +426,7 @@ def test_wrong_credentials_exit_3_with_one_line_and_no_secret(tmp_path: Path) ->
         assert done.returncode == 3
         assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
         assert secret not in done.stderr + done.stdout and "Traceback" not in done.stderr
+        assert "QIANFAN_AK and QIANFAN_SK" in done.stderr  # the hint: which credentials
 
         source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
         write_inputs(source, [{"id": i, "prompt": f"q{i}"} for i in range(50)])

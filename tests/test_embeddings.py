@@ -129,6 +129,7 @@ async def test_bad_texts_are_refused_before_anything_is_sent(
         ({"texts_per_request": True}, "texts_per_request"),
         ({"user_id": 5}, "user_id"),
         ({"timeout": -1}, "timeout"),
+        ({"max_retries": -1}, "max_retries"),
     ],
 )
 async def test_bad_options_are_refused_before_anything_is_sent(
@@ -141,9 +142,8 @@ async def test_bad_options_are_refused_before_anything_is_sent(
         assert caught.value.field == field
         with pytest.raises(wx.ValidationError):
             await client.embed("../x", ["a"] * 40)
-        if field != "timeout":  # a batch checks its call options when each request is made
-            with pytest.raises(wx.ValidationError):
-                client.iter_batch_embed("embedding-v1", ["a"], **keywords)
+        with pytest.raises(wx.ValidationError):
+            client.iter_batch_embed("embedding-v1", ["a"], **keywords)
     assert route.call_count == 0
 
 

@@ -43,7 +43,7 @@ ENDPOINT = "mpt30b"
 COMPLETIONS = "pythia12b"
 QUESTION = "Please introduce The Great Wall"
 PROMPT = "Introduce the city Beijing"
-#: The SDK turns on its own throttling at 90 % of X-Ratelimit-Limit-Requests (PROTOCOL §7);
+#: The SDK turns on its own throttling at 90 % of X-Ratelimit-Limit-Requests (docs/protocol.md §7);
 #: with the default 300/min it throttles a test run. Advertise limits nobody reaches.
 SETTINGS: dict[str, Any] = {"seed": 5, "advertised_rpm": 1_000_000, "advertised_tpm": 10**9}
 

@@ -202,6 +202,9 @@ def _calls(client: wx.AsyncClient) -> list[Callable[..., Awaitable[Any] | Any]]:
         ({"extra_query": {"q": None}}, "extra_query['q']"),
         ({"extra_query": {"q": [1]}}, "extra_query['q']"),
         ({"request_id": 5}, "request_id"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": "10"}, "timeout"),
+        ({"max_retries": -1}, "max_retries"),
     ],
 )
 async def test_bad_extras_are_refused_before_anything_is_sent(

@@ -187,7 +187,7 @@ class EmulatorConfig:
     emulator's clock.
     """
 
-    # --- credentials and tokens (PROTOCOL §2) ---
+    # --- credentials and tokens (docs/protocol.md §2) ---
     #: OAuth API Key -> Secret Key pairs accepted by /oauth/2.0/token.
     credentials: dict[str, str] = attrs.field(
         factory=lambda: {"test-api-key": "test-secret-key"}, converter=_str_dict
@@ -211,7 +211,7 @@ class EmulatorConfig:
     #: Endpoint names ("name" or "chat/name") no credentials may call -> 6.
     forbidden_endpoints: set[str] = attrs.field(factory=set, converter=_str_set)
 
-    # --- validation (PROTOCOL §3) ---
+    # --- validation (docs/protocol.md §3) ---
     max_question_chars: int = attrs.field(default=4800, validator=_positive_int)
     max_total_chars: int = attrs.field(default=4800, validator=_positive_int)
     #: Longest `system` of a chat request (longer -> 336104).
@@ -241,7 +241,7 @@ class EmulatorConfig:
     #: Extra seconds added to every model request, errors included.
     latency: float = attrs.field(default=0.0, validator=_non_negative)
 
-    # --- limits (PROTOCOL §7) ---
+    # --- limits (docs/protocol.md §7) ---
     qps: float | None = attrs.field(default=None, validator=_positive_or_none)
     rpm: int | None = attrs.field(default=None, validator=_positive_int_or_none)
     tpm: int | None = attrs.field(default=None, validator=_positive_int_or_none)
@@ -261,13 +261,14 @@ class EmulatorConfig:
     retry_after: int = attrs.field(default=1, validator=_non_negative_int)
     #: Seconds the slow_first_byte fault waits before the headers.
     slow_seconds: float = attrs.field(default=1.0, validator=_non_negative)
-    #: Prompt text (completions prompt, the last chat message, or any text of an embeddings
-    #: request) -> error code it always gets.
+    #: Text -> the error code every request containing it gets: a substring match on the
+    #: completions prompt, the last chat message, or any text of an embeddings request
+    #: (the first key found wins).
     fail_prompts: dict[str, int] = attrs.field(
         factory=dict, converter=_fail_prompts, validator=_check_fail_prompts
     )
 
-    # --- stream framing (PROTOCOL §5) ---
+    # --- stream framing (docs/protocol.md §5) ---
     #: Send ": keep-alive" comment lines before every chunk.
     sse_keepalive: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Send a final "data: [DONE]" line (a v2 habit, off by default).

@@ -1,4 +1,4 @@
-"""The answers a `WenxinMock` route gives: protocol-shaped bodies (PROTOCOL §4 to §6).
+"""The answers a `WenxinMock` route gives: protocol-shaped bodies (docs/protocol.md §4 to §6).
 
 Token counts, ids and error texts are the emulator's (`baiduwx_async.emulator`), imported
 by the functions that use them so that importing the kit stays cheap.
@@ -214,7 +214,7 @@ class EmbeddingAnswer:
 
 @attrs.frozen
 class ErrorAnswer:
-    """An `error_code` answer: HTTP 200, one line of JSON, stream or not (PROTOCOL §6)."""
+    """An `error_code` answer: HTTP 200, one line of JSON, stream or not (docs/protocol.md §6)."""
 
     code: int
     message: str | None

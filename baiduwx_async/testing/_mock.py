@@ -90,7 +90,7 @@ class WenxinMock:
         usage: UsageLike | None = None,
         times: int | None = None,
     ) -> respx.Route:
-        """Answer chat requests to `endpoint` with `result` (PROTOCOL §4 body)."""
+        """Answer chat requests to `endpoint` with `result` (docs/protocol.md §4 body)."""
         return self._add("chat", endpoint, TextAnswer((result,), usage), times)
 
     def complete(
@@ -116,7 +116,7 @@ class WenxinMock:
         times: int | None = None,
     ) -> respx.Route:
         """Answer with these sentence chunks: `data: {...}` events with `sentence_id` 0, 1, …
-        and `is_end` on the last (PROTOCOL §5). `error_code` adds a mid-stream error
+        and `is_end` on the last (docs/protocol.md §5). `error_code` adds a mid-stream error
         event after them (then there is no `is_end`); `end=False` leaves `is_end` out."""
         pieces = tuple(chunks)
         if not pieces:
