@@ -73,7 +73,9 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, *command],
             env={**env, "PYTHONPATH": _pythonpath()},
-            stdout=subprocess.PIPE,
+            # ours prints its address (then nothing); the SDK's adapter logs every request
+            # to stdout, which must not fill an unread pipe
+            stdout=subprocess.DEVNULL if url else subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # both log a line per request: written, then dropped
             text=True,
             cwd=str(BENCH_DIR),
