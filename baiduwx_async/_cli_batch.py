@@ -440,8 +440,13 @@ async def _shared_state(
     await store.ping()
     shared: dict[str, Any] = {"token_store": store}
     # Without --qps the processes still share the adaptive slow-down after rate-limit
-    # answers; with --tpm they share one token budget too.
-    limiter = RedisRateLimiter(args.redis, qps=args.qps, tpm=getattr(args, "tpm", None))
+    # answers; with --tpm they share one token budget too (`baiduwx serve` has --rpm as well).
+    limiter = RedisRateLimiter(
+        args.redis,
+        qps=args.qps,
+        rpm=getattr(args, "rpm", None),
+        tpm=getattr(args, "tpm", None),
+    )
     await stack.enter_async_context(limiter)
     await limiter.ping()
     shared["rate_limiter"] = limiter

@@ -7,6 +7,7 @@ baiduwx batch ENDPOINT IN.jsonl -o OUT.jsonl [--chat|--complete] [--concurrency 
               [--tpm T] [--redis URL] [--shard I/N]
 baiduwx embed ENDPOINT IN.jsonl -o OUT.jsonl [--texts-per-request K] (and batch's run options)
 baiduwx emulator [--host H] [--port P] [--config FILE]
+baiduwx serve --model NAME=KIND:ENDPOINT ... [--host H] [--port P]   an OpenAI-compatible API
 baiduwx demo                            everything above against an in-process emulator
 ```
 
@@ -310,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     emulator.set_defaults(run=_run_emulator)
+
+    from ._cli_serve import add_parser as add_serve_parser
+
+    add_serve_parser(commands, _positive_int, _positive_float)
 
     demo = commands.add_parser(
         "demo", help="a tour against an in-process emulator (no credentials, no network)"
