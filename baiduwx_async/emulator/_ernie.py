@@ -33,8 +33,7 @@ from typing import Any
 import attrs
 
 from ._text import Answer, count_tokens, truncate
-from ._validate import Failure
-from ._wire import dumps
+from ._wire import Failure, dumps
 
 __all__ = ["ERNIE_FIELDS", "ErnieFields", "check_ernie", "shape_answer"]
 

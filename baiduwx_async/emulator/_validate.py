@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
+from ._ernie import ErnieFields, check_ernie
 from ._text import count_tokens
+from ._wire import Failure
 
-if TYPE_CHECKING:
-    from ._ernie import ErnieFields
-
-__all__ = ["Failure", "ParsedRequest", "parse_request"]
+__all__ = ["ParsedRequest", "parse_request"]
 
 _INVALID_ARGUMENT = "Invalid Argument"
-
-
-@attrs.frozen
-class Failure:
-    """An `error_code` answer."""
-
-    code: int
-    message: str
 
 
 @attrs.frozen
@@ -166,8 +157,6 @@ def parse_request(
 
     A chat body may also carry the ERNIE fields and function turns (checked by `_ernie`).
     """
-    from ._ernie import check_ernie
-
     try:
         body = json.loads(raw)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError alike

@@ -6,12 +6,14 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import attrs
 import httpx
 
 __all__ = [
     "ERROR_MESSAGES",
     "ASGIApp",
     "ConnectionDropped",
+    "Failure",
     "Headers",
     "Receive",
     "Scope",
@@ -28,6 +30,16 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+
+
+@attrs.frozen
+class Failure:
+    """An `error_code` answer."""
+
+    code: int
+    message: str
+
+
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: `error_msg` texts: docs/protocol.md §6 (documented where known, the project's choice elsewhere).
