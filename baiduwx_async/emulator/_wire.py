@@ -73,6 +73,14 @@ ERROR_MESSAGES: dict[int, str] = {
 }
 
 
+@attrs.frozen
+class Failure:
+    """An `error_code` answer."""
+
+    code: int
+    message: str
+
+
 def error_message(code: int) -> str:
     return ERROR_MESSAGES.get(code, f"error {code}")
 
