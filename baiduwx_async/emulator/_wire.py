@@ -30,16 +30,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
-
-
-@attrs.frozen
-class Failure:
-    """An `error_code` answer."""
-
-    code: int
-    message: str
-
-
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: `error_msg` texts: docs/protocol.md §6 (documented where known, the project's choice elsewhere).
