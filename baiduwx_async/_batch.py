@@ -131,11 +131,18 @@ class BatchProgress:
     failed: int
     total: int | None
     elapsed: float
+    #: tokens the answers so far used (their `usage.total_tokens`)
+    tokens: int = 0
 
     @property
     def rate(self) -> float:
         """Items finished per second so far."""
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def tokens_per_minute(self) -> float:
+        """Tokens used per minute so far (to set beside a `tpm` budget)."""
+        return self.tokens * 60.0 / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def eta(self) -> float | None:
@@ -173,6 +180,7 @@ class BatchIterator(Generic[I, R]):
         self._receive: MemoryObjectReceiveStream[BatchResult[I, R]] | None = None
         self._done = 0
         self._failed = 0
+        self._tokens = 0
         self._started_at = 0.0
 
     async def __aenter__(self) -> BatchIterator[I, R]:
@@ -248,12 +256,15 @@ class BatchIterator(Generic[I, R]):
                 self._done += 1
                 self._failed += not result.ok
                 if self._on_progress is not None:
+                    usage = getattr(result.response, "usage", None)
+                    self._tokens += getattr(usage, "total_tokens", 0) or 0
                     self._on_progress(
                         BatchProgress(
                             self._done,
                             self._failed,
                             self._total,
                             time.monotonic() - self._started_at,
+                            self._tokens,
                         )
                     )
                 try:

@@ -137,9 +137,9 @@ def _non_blank(field: str) -> Any:
     return check
 
 
-def _mapping_or_none(field: str) -> Any:
+def _mapping(field: str, *, optional: bool = False) -> Any:
     def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is not None and not isinstance(value, Mapping):
+        if not (optional and value is None) and not isinstance(value, Mapping):
             raise ValidationError(
                 f"{field}.{attribute.name}", "must be a mapping (a JSON Schema object)", value
             )
@@ -164,9 +164,9 @@ class Function:
 
     name: str = attrs.field(validator=_non_blank("Function"))
     description: str = attrs.field(validator=attrs.validators.instance_of(str))
-    parameters: Mapping[str, Any] = attrs.field(validator=_mapping_or_none("Function"))
+    parameters: Mapping[str, Any] = attrs.field(validator=_mapping("Function"))
     responses: Mapping[str, Any] | None = attrs.field(
-        default=None, validator=_mapping_or_none("Function")
+        default=None, validator=_mapping("Function", optional=True)
     )
     examples: Sequence[Sequence[MessageLike]] | None = attrs.field(
         default=None, validator=_examples

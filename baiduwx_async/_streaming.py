@@ -69,6 +69,9 @@ class ChunkReader(Generic[C]):
         self.chunks_read = 0
         #: Called once when the response is closed (the client frees the stream's place).
         self.on_close: Callable[[], None] | None = None
+        #: Awaited once when the stream is closed, with its last usage and whether it ended
+        #: (the client settles the stream's token charge).
+        self.on_end: Callable[[Usage | None, bool], Awaitable[None]] | None = None
 
     async def close(self) -> None:
         """Close the response at once, whatever cancellation is under way."""
@@ -239,6 +242,10 @@ class _Stream(Generic[C, R]):
         self._closed = True
         if self._reader is not None:
             await self._reader.close()
+            on_end, self._reader.on_end = self._reader.on_end, None
+            if on_end is not None:
+                with anyio.CancelScope(shield=True):
+                    await on_end(self.usage, self._finished)
         if self._trace is not None:
             self._trace.close(self)
 

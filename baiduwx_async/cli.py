@@ -4,7 +4,7 @@
 baiduwx chat ENDPOINT [PROMPT]          stream an answer; without PROMPT, a conversation
 baiduwx complete ENDPOINT PROMPT        stream a completion
 baiduwx batch ENDPOINT IN.jsonl -o OUT.jsonl [--chat|--complete] [--concurrency N] [--qps Q]
-              [--redis URL] [--shard I/N]
+              [--tpm T] [--redis URL] [--shard I/N]
 baiduwx embed ENDPOINT IN.jsonl -o OUT.jsonl [--texts-per-request K] (and batch's run options)
 baiduwx emulator [--host H] [--port P] [--config FILE]
 baiduwx demo                            everything above against an in-process emulator
@@ -257,8 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests in flight at most (default 16)")  # fmt: skip
     batch.add_argument("--qps", type=_positive_float, metavar="Q",
                        help="requests started per second at most")  # fmt: skip
+    batch.add_argument("--tpm", type=_positive_float, metavar="T",
+                       help="tokens per minute at most: each request is charged its "
+                       "estimated tokens ahead and settled by its answer's usage")  # fmt: skip
     batch.add_argument("--redis", metavar="URL",
-                       help="share the token and the --qps quota with every run using this "
+                       help="share the token, the --qps/--tpm quotas and the slow-down after "
+                       "rate-limit answers with every run using this "
                        "Redis (redis://[:password@]host:port/db; extra 'redis')")  # fmt: skip
     batch.add_argument("--shard", type=_shard, metavar="I/N",
                        help="run only shard I of N (1-based): the ids whose stable hash "
@@ -286,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--texts-per-request", type=_positive_int, default=16, metavar="K",
                        help="texts sent in one request (default 16; tao_8k takes 1)")  # fmt: skip
     for action in batch._actions:  # the same run options as batch
-        if action.dest in ("concurrency", "qps", "redis", "shard", "http_backend", "no_progress"):
+        if action.dest in (
+            "concurrency", "qps", "tpm", "redis", "shard", "http_backend", "no_progress"
+        ):  # fmt: skip
             embed._add_action(action)
     embed.set_defaults(run=_run_embed, mode="embed")
 

@@ -1,7 +1,7 @@
 """
 Client CPU per sequential `chat` call, this working tree against another git revision, on
 both backends: the A/B check that a change left the plain call's cost alone. Run:
-`python benchmarks/call_cpu_ab.py [--base main] [--rounds 5] [--calls 1000]`.
+`python benchmarks/call_cpu_ab.py [--base main] [--head REF] [--rounds 5] [--calls 1000]`.
 
 Both libraries are driven by `calls.py`'s own child (the same contender code), in fresh
 processes that alternate A, B, A, B, ... against one emulator process, so a busy machine
@@ -48,13 +48,16 @@ def cpu_per_call(root: Path, backend: str, url: str, calls: int) -> float | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--base", default="main", help="the git revision to compare with")
+    parser.add_argument("--base", default="main", help="A: the git revision to compare with")
+    parser.add_argument("--head", help="B: another git revision instead of the working tree")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
     head = snapshot_library()
     trees = {"A": export(args.base), "B": Path(os.environ["BENCH_LIB_ROOT"])}
-    print(f"A = {args.base}; B = the working tree ({head})", file=sys.stderr)
+    if args.head:
+        trees["B"], head = export(args.head), args.head
+    print(f"A = {args.base}; B = {head}", file=sys.stderr)
     figures: dict[tuple[str, str], list[float]] = {}
     with EmulatorProcess() as emu:
         for round_ in range(args.rounds):
@@ -63,20 +66,14 @@ def main() -> None:
                     value = cpu_per_call(root, backend, emu.url, args.calls)
                     if value is not None:
                         figures.setdefault((backend, side), []).append(value)
+                        print(f"  {backend} {side}: {value:.3f} ms", file=sys.stderr)
             print(f"round {round_ + 1} of {args.rounds} done", file=sys.stderr)
-    print("| backend | A: ms CPU per call | B: ms CPU per call | B / A | rounds |")
+    print("| backend | A: ms CPU per call | B: ms CPU per call | B / A | rounds (A/B) |")
     print("|---|---:|---:|---:|---|")
     for backend in BACKENDS:
-        a, b = (
-            median(figures.get((backend, "A"), [])),
-            median(figures.get((backend, "B"), []), strict=False),
-        )
-        rounds = " ".join(
-            f"{x:.3f}/{y:.3f}"
-            for x, y in zip(
-                figures.get((backend, "A"), []), figures.get((backend, "B"), []), strict=False
-            )
-        )
+        a_runs, b_runs = figures.get((backend, "A"), []), figures.get((backend, "B"), [])
+        a, b = median(a_runs), median(b_runs)
+        rounds = " ".join(f"{x:.3f}/{y:.3f}" for x, y in zip(a_runs, b_runs, strict=False))
         print(f"| {backend} | {fmt(a, 3)} | {fmt(b, 3)} | {b / a:.3f} | {rounds} |")
 
 

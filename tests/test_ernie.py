@@ -122,6 +122,10 @@ def test_function_checks_its_own_fields() -> None:
         wx.Function("", "d", {})
     with pytest.raises(wx.ValidationError, match=r"Function\.parameters"):
         wx.Function("f", "d", "{}")  # type: ignore[arg-type]
+    with pytest.raises(wx.ValidationError, match=r"Function\.parameters"):
+        wx.Function("f", "d", None)  # type: ignore[arg-type]
+    with pytest.raises(wx.ValidationError, match=r"Function\.responses"):
+        wx.Function("f", "d", {}, responses=[])  # type: ignore[arg-type]
     with pytest.raises(wx.ValidationError, match=r"Function\.examples"):
         wx.Function("f", "d", {}, examples="no")  # type: ignore[arg-type]
     example = [
