@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `tests-lowest`, `lint`, `typecheck`, `bench`, `demo`."""
+"""Developer sessions: `nox -s tests`, `tests-lowest`, `lint`, `typecheck`, `docs`, `bench`, `demo`."""
 
 from __future__ import annotations
 
@@ -86,3 +86,15 @@ def demo(session: nox.Session) -> None:
     """The offline demo: the emulator in-process, a chat, a stream and a batch."""
     session.install("-e", ".[cli]")
     session.run("baiduwx", "demo")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site into site/, strict: a broken link or reference fails it.
+    `nox -s docs -- serve` previews it instead."""
+    session.install("-e", ".[docs]")
+    env = {"NO_MKDOCS_2_WARNING": "1"}  # else mkdocs-material warns of MkDocs 2 on every build
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", env=env)
+    else:
+        session.run("mkdocs", "build", "--strict", env=env)

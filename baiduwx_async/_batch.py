@@ -120,6 +120,7 @@ class BatchFailure(Generic[I, R]):
 #: `response`, `error` and `unwrap()`, and `ok` tells type checkers which one it is:
 #: in `r.response.result if r.ok else r.error`, `r.response` is the response type.
 BatchResult: TypeAlias = BatchSuccess[I, R] | BatchFailure[I, R]
+"""One input's outcome: `if r.ok:` narrows it to a `BatchSuccess`, else a `BatchFailure`."""
 
 
 @attrs.frozen

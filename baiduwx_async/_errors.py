@@ -103,6 +103,7 @@ class TransportError(WenxinError):
 
 #: The four limits of an `httpx.Timeout`, the names `RequestTimeoutError.limit` takes.
 TimeoutLimit = Literal["connect", "read", "write", "pool"]
+"""Which limit of an `httpx.Timeout` expired: `RequestTimeoutError.limit`."""
 
 
 class RequestTimeoutError(TransportError, TimeoutError):
