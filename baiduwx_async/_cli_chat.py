@@ -12,7 +12,7 @@ import anyio
 
 import baiduwx_async as wx
 
-from .cli import EXIT_FAILURE, EXIT_OK, generation_params, print_error
+from ._cli_common import EXIT_FAILURE, EXIT_OK, generation_params, print_error
 
 __all__ = ["MAX_HISTORY_CHARS", "run_chat", "run_complete"]
 

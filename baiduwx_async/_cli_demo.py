@@ -15,8 +15,8 @@ from rich.console import Console
 
 import baiduwx_async as wx
 
-from ._cli_batch import ProgressBar
-from .cli import EXIT_FAILURE, EXIT_OK
+from ._cli_common import EXIT_FAILURE, EXIT_OK
+from ._cli_progress import ProgressBar
 
 __all__ = ["run_demo"]
 

@@ -9,14 +9,11 @@ from typing import Any
 
 import baiduwx_async as wx
 
-from ._cli_batch import (
-    BatchInputs,
-    ProgressBar,
-    ResultFile,
-    _shared_state,
-    result_record,
-    run_batch,
-)
+from ._cli_batch import run_batch
+from ._cli_inputs import BatchInputs
+from ._cli_progress import ProgressBar
+from ._cli_results import ResultFile, result_record
+from ._cli_shared import shared_state
 
 __all__ = ["embedding_record", "run_embed"]
 
@@ -42,7 +39,7 @@ async def _process(
     }
     fatal: Exception | None = None
     async with AsyncExitStack() as stack:
-        shared, fatal_errors = await _shared_state(args, stack)
+        shared, fatal_errors = await shared_state(args, stack)
         if "rate_limiter" in shared:
             options["qps"] = None  # the shared limiter paces this run among the others
         client = await stack.enter_async_context(

@@ -18,8 +18,9 @@ import anyio
 
 import baiduwx_async as wx
 
+from ._cli_common import EXIT_OK, EXIT_USAGE, CommandError, has_module, redact
+from ._cli_secrets import REDIS_URL_ENV, url_option
 from ._client import _is_loopback
-from .cli import EXIT_OK, EXIT_USAGE, CommandError, has_module, redact
 
 __all__ = ["API_KEYS_ENV", "gateway_keys", "model_routes", "run_serve"]
 
@@ -97,14 +98,14 @@ async def _serve(
     models: dict[str, str],
     keys: list[str],
 ) -> None:
-    from ._cli_batch import _shared_state
+    from ._cli_shared import shared_state
     from .gateway import create_app
     from .gateway._server import bind, url_of, uvicorn_server
 
     async with AsyncExitStack() as stack:
-        shared, _ = await _shared_state(args, stack)
+        shared, _ = await shared_state(args, stack)
         limits: dict[str, Any] = (
-            {} if "rate_limiter" in shared else {"qps": args.qps, "rpm": args.rpm}
+            {} if "rate_limiter" in shared else {"qps": args.qps, "rpm": args.rpm, "tpm": args.tpm}
         )
         client = await stack.enter_async_context(
             wx.AsyncClient(
@@ -182,12 +183,17 @@ def add_parser(commands: Any, positive_int: Any, positive_float: Any) -> None:
                        help="upstream requests started per second at most")  # fmt: skip
     serve.add_argument("--rpm", type=positive_float, metavar="R",
                        help="upstream requests started per minute at most")  # fmt: skip
+    serve.add_argument("--tpm", type=positive_float, metavar="T",
+                       help="upstream tokens per minute at most: each request is charged its "
+                       "estimated tokens ahead and settled by its answer's usage")  # fmt: skip
     serve.add_argument("--max-concurrency", type=positive_int, metavar="N",
                        help="upstream requests and open streams at most (default: no limit "
                        "but the pool of 100 connections)")  # fmt: skip
     serve.add_argument("--redis", metavar="URL",
-                       help="share the token and the --qps quota with every process using "
-                       "this Redis (extra 'redis')")  # fmt: skip
+                       help="share the token, the --qps/--rpm/--tpm quotas and the slow-down "
+                       "after rate-limit answers with every process using this Redis "
+                       "(redis://[:password@]host:port/db; extra 'redis'); default "
+                       f"${REDIS_URL_ENV}, the place for a URL with a password")  # fmt: skip
     serve.add_argument("--http-backend", choices=["httpx", "aiohttp"],
                        default="aiohttp" if has_module("aiohttp") else "httpx",
                        help="HTTP library upstream (default aiohttp when installed)")  # fmt: skip
@@ -200,4 +206,5 @@ def add_parser(commands: Any, positive_int: Any, positive_float: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    args.redis = url_option(args.redis, option="--redis", env=REDIS_URL_ENV)
     return run_serve(args)

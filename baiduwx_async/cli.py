@@ -16,20 +16,36 @@ Credentials come from the environment (`QIANFAN_AK`/`QIANFAN_SK`, ... and
 items failed, a service or connection error), 2 usage error (bad option or parameter),
 3 authentication failure (including no credentials), 130 interrupted (Ctrl-C).
 
-Only this module is loaded for `baiduwx --help`; the batch, demo and emulator parts are
-imported by the subcommands that need them.
+Only this module and its helpers (`_cli_common`, the `serve` options) are loaded for
+`baiduwx --help`; the batch, demo and emulator parts are imported by the subcommands that
+need them. The arrows point one way: this module imports the subcommands, which import the
+helpers they share, never this module.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import re
 import sys
-from typing import Any
 
 import baiduwx_async as wx
+
+from ._cli_common import (
+    EXIT_AUTH,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    error_line,
+    exit_code_for,
+    has_module,
+    leaf,
+    positive_float,
+    positive_int,
+    print_error,
+    shard,
+)
 
 __all__ = [
     "EXIT_AUTH",
@@ -38,91 +54,12 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "CommandError",
+    "error_line",
+    "exit_code_for",
     "main",
 ]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_AUTH = 3
-EXIT_INTERRUPTED = 130
-
-_SECRET_RE = re.compile(
-    r"((?:access_token|client_secret|client_id|secret_key|api_key)=)[^&\s'\"]+"
-    r"|(bce-auth-v1/)\S+",
-    re.IGNORECASE,
-)
-
-
-class CommandError(Exception):
-    """A failure of the command itself (a missing file, a locked output), with its exit code."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def has_module(name: str) -> bool:
-    """Whether `name` can be imported (found without importing it)."""
-    return importlib.util.find_spec(name) is not None
-
-
-def redact(text: str) -> str:
-    """`text` with anything that looks like a credential in a URL or header masked."""
-    return _SECRET_RE.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
-
-
-def error_line(exc: BaseException) -> str:
-    """The one line shown for an error: our errors' own text, which holds no secret."""
-    if isinstance(exc, wx.APIError) and exc.code is None and exc.status_code is None:
-        # raised before any answer (no credentials): its str() would show "[HTTP None]"
-        text = " ".join(filter(None, (exc.message, exc.hint and f"- {exc.hint}")))
-    elif isinstance(exc, wx.WenxinError | CommandError):
-        text = str(exc) or type(exc).__name__
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    else:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return "error: " + redact(" ".join(text.split()))
-
-
-def print_error(exc: BaseException) -> None:
-    sys.stderr.write(error_line(exc) + "\n")
-    sys.stderr.flush()
-
-
-def exit_code_for(exc: BaseException) -> int:
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(exc, CommandError):
-        return exc.exit_code
-    if isinstance(exc, wx.ValidationError):
-        return EXIT_USAGE
-    if isinstance(exc, wx.AuthenticationError):
-        return EXIT_AUTH
-    return EXIT_FAILURE
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The most telling exception inside (possibly nested) exception groups."""
-    inner = getattr(exc, "exceptions", None)
-    if not isinstance(inner, tuple) or not inner:
-        return exc
-    leaves = [_leaf(e) for e in inner if isinstance(e, BaseException)]
-    for kind in (KeyboardInterrupt, wx.AuthenticationError, wx.ValidationError, wx.WenxinError):
-        for leaf in leaves:
-            if isinstance(leaf, kind):
-                return leaf
-    return leaves[0] if leaves else exc
-
-
 # --- the subcommands (each in its own module, imported when it runs)
-
-
-def generation_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The generation parameters given on the command line (the others keep the defaults)."""
-    names = ("temperature", "top_p", "top_k", "penalty_score")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _run_chat(args: argparse.Namespace) -> int:
@@ -173,38 +110,6 @@ def _run_emulator(args: argparse.Namespace) -> int:
 
 
 # --- the parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0: {text}")
-    return value
-
-
-def _shard(text: str) -> tuple[int, int]:
-    """`I/N` -> (I, N), 1 <= I <= N."""
-    index, sep, count = text.partition("/")
-    try:
-        i, n = int(index), int(count)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 2/4: {text!r}") from None
-    if not sep or n < 1 or not 1 <= i <= n:
-        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N: {text!r}")
-    return i, n
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -259,11 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--chat", dest="mode", action="store_const", const="chat")
     mode.add_argument("--complete", dest="mode", action="store_const", const="complete")
     batch.set_defaults(mode="chat")
-    batch.add_argument("--concurrency", type=_positive_int, default=16, metavar="N",
+    batch.add_argument("--concurrency", type=positive_int, default=16, metavar="N",
                        help="requests in flight at most (default 16)")  # fmt: skip
-    batch.add_argument("--qps", type=_positive_float, metavar="Q",
+    batch.add_argument("--qps", type=positive_float, metavar="Q",
                        help="requests started per second at most")  # fmt: skip
-    batch.add_argument("--tpm", type=_positive_float, metavar="T",
+    batch.add_argument("--tpm", type=positive_float, metavar="T",
                        help="tokens per minute at most: each request is charged its "
                        "estimated tokens ahead and settled by its answer's usage")  # fmt: skip
     batch.add_argument("--redis", metavar="URL",
@@ -271,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "rate-limit answers with every run using this "
                        "Redis (redis://[:password@]host:port/db; extra 'redis'); default "
                        "$BAIDUWX_REDIS_URL, the place for a URL with a password")  # fmt: skip
-    batch.add_argument("--shard", type=_shard, metavar="I/N",
+    batch.add_argument("--shard", type=shard, metavar="I/N",
                        help="run only shard I of N (1-based): the ids whose stable hash "
                        "falls to it, so N runs split one INPUT without overlap")  # fmt: skip
     batch.add_argument("--http-backend", choices=["httpx", "aiohttp"],
@@ -294,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("endpoint", metavar="ENDPOINT", help="e.g. embedding-v1, bge_large_zh")
     embed.add_argument("input", metavar="INPUT.jsonl")
     embed.add_argument("-o", "--output", metavar="OUTPUT.jsonl", required=True)
-    embed.add_argument("--texts-per-request", type=_positive_int, default=16, metavar="K",
+    embed.add_argument("--texts-per-request", type=positive_int, default=16, metavar="K",
                        help="texts sent in one request (default 16; tao_8k takes 1)")  # fmt: skip
     for action in batch._actions:  # the same run options as batch
         if action.dest in (
@@ -314,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ._cli_serve import add_parser as add_serve_parser
 
-    add_serve_parser(commands, _positive_int, _positive_float)
+    add_serve_parser(commands, positive_int, positive_float)
 
     demo = commands.add_parser(
         "demo", help="a tour against an in-process emulator (no credentials, no network)"
@@ -336,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         if isinstance(exc, SystemExit | GeneratorExit):
             raise
-        exc = _leaf(exc)
+        exc = leaf(exc)
         if isinstance(exc, KeyboardInterrupt):
             sys.stdout.write("\n")
             sys.stdout.flush()

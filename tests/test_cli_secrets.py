@@ -109,3 +109,20 @@ def test_embed_reads_the_redis_url_the_same_way(
     err = capsys.readouterr().err
     assert "warning: the --redis URL carries a password" in err
     assert PASSWORD not in err
+
+
+def test_serve_reads_the_redis_url_the_same_way(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QIANFAN_ACCESS_TOKEN", "24.unused-token")
+    monkeypatch.setenv("QIANFAN_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("BAIDUWX_GATEWAY_API_KEYS", raising=False)
+    args = ["serve", "--model", "ernie=chat:completions", "--port", "0"]
+    monkeypatch.setenv("BAIDUWX_REDIS_URL", unreachable_redis(PASSWORD))
+    assert main(args) == 1  # stopped at Redis, before listening
+    err = capsys.readouterr().err
+    assert "Redis at redis://:***@127.0.0.1:" in err and "warning" not in err
+    assert main([*args, "--redis", unreachable_redis(PASSWORD)]) == 1
+    err = capsys.readouterr().err
+    assert "warning: the --redis URL carries a password" in err
+    assert PASSWORD not in err

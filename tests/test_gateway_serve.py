@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import pytest
 
+import baiduwx_async as wx
 from baiduwx_async.cli import EXIT_USAGE, main
 
 from .redis_server import EmulatorProcess, RedisServer
@@ -191,3 +192,25 @@ def test_the_readme_gateway_blocks_are_found() -> None:
     assert len(blocks) == 4
     for block in blocks:
         compile(block, "README gateway block", "exec")
+
+
+def test_serve_tpm_is_the_clients_token_budget(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QIANFAN_ACCESS_TOKEN", "24.unused-token")
+    monkeypatch.delenv("BAIDUWX_GATEWAY_API_KEYS", raising=False)
+    monkeypatch.delenv("BAIDUWX_REDIS_URL", raising=False)
+    made: list[dict[str, object]] = []
+
+    def client(**options: object) -> None:
+        made.append(options)
+        raise RuntimeError("stop before listening")
+
+    monkeypatch.setattr(wx, "AsyncClient", client)
+    args = ["serve", "--model", "ernie=chat:completions", "--port", "0"]
+    assert main([*args, "--tpm", "1200", "--rpm", "60"]) == 1
+    assert made[-1]["tpm"] == 1200.0 and made[-1]["rpm"] == 60.0
+    assert main(args) == 1
+    assert made[-1]["tpm"] is None
+    assert main([*args, "--tpm", "0"]) == EXIT_USAGE
+    assert "--tpm: must be a number > 0" in capsys.readouterr().err

@@ -26,7 +26,7 @@ import anyio
 import pytest
 
 import baiduwx_async as wx
-from baiduwx_async._cli_batch import BatchInputs, shard_of
+from baiduwx_async._cli_inputs import BatchInputs, shard_of
 from baiduwx_async._limits import SAFETY
 from baiduwx_async.cli import main
 from baiduwx_async.redis import (
