@@ -35,6 +35,7 @@ from ._auth import (
     parse_token_response,
     token_url,
 )
+from ._backends import make_transport
 from ._batch import BatchMethods
 from ._batch_embed import EmbedBatchMethods
 from ._embeddings import (
@@ -83,7 +84,7 @@ from ._streaming import ChatStream, ChunkReader, CompletionStream
 from ._telemetry import make_telemetry, traced, traced_stream
 from ._token_budget import TokenCharge, TokenEstimator, estimate_tokens
 from ._tokens import AccessToken, TokenManager, TokenStore
-from ._transport import HttpxTransport, Reply, Transport, make_transport
+from ._transport import HttpxTransport, Reply, Transport
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
