@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["input_messages", "output_message", "to_json"]
+__all__ = ["call_arguments", "input_messages", "output_message", "to_json"]
 
 
 def _field(item: Any, name: str) -> Any:
@@ -69,3 +69,14 @@ def to_json(value: Any) -> str:
     # Span and event attributes hold no nested structures in this API: JSON, as the
     # conventions allow for spans.
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def call_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The endpoint and the input (messages, prompt or texts) of a public call."""
+    endpoint = args[0] if args else kwargs.get("endpoint")
+    if len(args) > 1:
+        return endpoint, args[1]
+    for name in ("messages", "prompt", "texts", "input"):
+        if name in kwargs:
+            return endpoint, kwargs[name]
+    return endpoint, None

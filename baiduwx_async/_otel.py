@@ -1,7 +1,8 @@
 """
 OpenTelemetry spans and metrics for the public calls, named by the OpenTelemetry semantic
 conventions for generative AI. Written against the API only: every call is a no-op until
-the application installs an SDK. Imported by `_telemetry` on the first client that wants it.
+the application installs an SDK. Imported by `_telemetry` (never the other way) on the
+first client that wants it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from ._genai_messages import input_messages, output_message, to_json
-from ._telemetry import call_arguments
+from ._genai_messages import call_arguments, input_messages, output_message, to_json
 from ._version import __version__
 
 __all__ = ["PROVIDER", "Telemetry"]

@@ -10,8 +10,9 @@ is loaded by the first client that wants it, never by `import baiduwx_async`.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from functools import update_wrapper
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -48,30 +49,24 @@ class StreamObserver(Protocol):
 
 def make_telemetry(enabled: bool, base_url: httpx.URL, sender: Sender) -> Telemetry | None:
     """The client's telemetry, or `None` when it is off or OpenTelemetry is not installed."""
-    if not enabled or not _api_available():
+    telemetry_class = _telemetry_class() if enabled else None
+    if telemetry_class is None:
         return None
-    from ._otel import Telemetry
-
     capture = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
-    telemetry = Telemetry(base_url, capture_content=capture)
+    telemetry = telemetry_class(base_url, capture_content=capture)
     sender.on_retry = telemetry.on_retry
     return telemetry
 
 
-_available: bool | None = None
-
-
-def _api_available() -> bool:
-    global _available
-    if _available is None:
-        try:
-            import opentelemetry.metrics
-            import opentelemetry.trace  # noqa: F401
-        except ImportError:
-            _available = False
-        else:
-            _available = True
-    return _available
+@functools.cache
+def _telemetry_class() -> type[Telemetry] | None:
+    """`_otel.Telemetry`, or `None` where `opentelemetry` cannot be imported (tried once).
+    Only `_otel` imports `opentelemetry`, so this module stays free of it."""
+    try:
+        from ._otel import Telemetry
+    except ImportError:
+        return None
+    return Telemetry
 
 
 def traced(
@@ -114,14 +109,3 @@ def traced_stream(
         return call
 
     return decorate
-
-
-def call_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
-    """The endpoint and the input (messages, prompt or texts) of a public call."""
-    endpoint = args[0] if args else kwargs.get("endpoint")
-    if len(args) > 1:
-        return endpoint, args[1]
-    for name in ("messages", "prompt", "texts", "input"):
-        if name in kwargs:
-            return endpoint, kwargs[name]
-    return endpoint, None
