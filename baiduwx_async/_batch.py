@@ -1,35 +1,31 @@
 """
-Many inputs through one client: bounded concurrency, flat memory, no lost item.
-
-The engine knows nothing of chat or completions: it is given `call(input)`, a coroutine
-function (the client's public `chat` or `complete` with the batch's parameters bound).
-Inputs are read lazily, one per free worker, so a generator of a million prompts never
-becomes a million tasks; results travel through a bounded stream, so a slow consumer
-slows the workers instead of piling results up.
+The batch methods of `AsyncClient` (`batch_chat`, `iter_batch_chat`, and the completion
+ones): the parameters checked once, then the inputs through the engine of
+`_batch_iterator`, which knows nothing of chat or completions.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import sys
-import time
 import warnings
 from collections.abc import (
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
     Sequence,
 )
 from functools import partial
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import anyio
-import attrs
-
+from ._batch_iterator import (
+    BatchFailure,
+    BatchIterator,
+    BatchProgress,
+    BatchResult,
+    BatchSuccess,
+    run_ordered,
+)
 from ._keywords import show_keywords
 from ._limits import AdaptiveRateLimiter
 from ._models import (
@@ -42,11 +38,8 @@ from ._models import (
     check_positive_int,
 )
 from ._params import ChatOptions, CompletionOptions, split_params
-from ._retry import count_attempts
 
-if TYPE_CHECKING:  # anyio loads these on first use; importing us should not
-    from anyio.abc import TaskGroup
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = [
@@ -63,249 +56,7 @@ __all__ = [
 DEFAULT_BATCH_CONCURRENCY = 16
 
 I = TypeVar("I")  # noqa: E741 - the conventional name for an input type
-R = TypeVar("R")
 T = TypeVar("T")
-
-
-@attrs.frozen
-class BatchSuccess(Generic[I, R]):
-    """An input that got its `response` (`ok` is True, `error` None). See `BatchResult`."""
-
-    index: int
-    input: I
-    response: R
-    #: HTTP attempts this item took (retries and a token replay included).
-    attempts: int
-
-    @property
-    def ok(self) -> Literal[True]:
-        return True
-
-    @property
-    def error(self) -> None:
-        return None
-
-    def unwrap(self) -> R:
-        """The response."""
-        return self.response
-
-
-@attrs.frozen
-class BatchFailure(Generic[I, R]):
-    """An input that failed with `error` (`ok` is False, `response` None). See
-    `BatchResult`."""
-
-    index: int
-    input: I
-    #: What ended the item: a `WenxinError` for anything the input or the service caused.
-    error: Exception
-    #: HTTP attempts this item took (0 when its input was refused before sending).
-    attempts: int
-
-    @property
-    def ok(self) -> Literal[False]:
-        return False
-
-    @property
-    def response(self) -> None:
-        return None
-
-    def unwrap(self) -> NoReturn:
-        """Raise the item's error."""
-        raise self.error
-
-
-#: The outcome of one input: a `BatchSuccess` (with its `response`) or a `BatchFailure`
-#: (with the `error` that ended it). Both have `index`, `input`, `attempts`, `ok`,
-#: `response`, `error` and `unwrap()`, and `ok` tells type checkers which one it is:
-#: in `r.response.result if r.ok else r.error`, `r.response` is the response type.
-BatchResult: TypeAlias = BatchSuccess[I, R] | BatchFailure[I, R]
-"""One input's outcome: `if r.ok:` narrows it to a `BatchSuccess`, else a `BatchFailure`."""
-
-
-@attrs.frozen
-class BatchProgress:
-    """Where a batch stands; passed to `on_progress` after every item."""
-
-    done: int
-    failed: int
-    total: int | None
-    elapsed: float
-    #: tokens the answers so far used (their `usage.total_tokens`)
-    tokens: int = 0
-
-    @property
-    def rate(self) -> float:
-        """Items finished per second so far."""
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def tokens_per_minute(self) -> float:
-        """Tokens used per minute so far (to set beside a `tpm` budget)."""
-        return self.tokens * 60.0 / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left at the current rate, when the total is known."""
-        if self.total is None or self.done == 0:
-            return None
-        return (self.total - self.done) / self.rate if self.rate > 0 else math.inf
-
-
-class BatchIterator(Generic[I, R]):
-    """Results as they finish. Use `async for r in it`; to leave early, prefer
-
-    ```python
-    async with client.iter_batch_chat(...) as results:
-        async for r in results:
-            ...
-    ```
-    which stops every request still in flight when the block ends.
-    """
-
-    def __init__(
-        self,
-        inputs: Iterable[I] | AsyncIterable[I],
-        call: Callable[[I], Awaitable[R]],
-        *,
-        concurrency: int,
-        on_progress: Callable[[BatchProgress], object] | None = None,
-    ) -> None:
-        self._inputs = inputs
-        self._call = call
-        self._concurrency = check_positive_int(concurrency, "concurrency")
-        self._on_progress = on_progress
-        self._total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
-        self._task_group: TaskGroup | None = None
-        self._receive: MemoryObjectReceiveStream[BatchResult[I, R]] | None = None
-        self._done = 0
-        self._failed = 0
-        self._tokens = 0
-        self._started_at = 0.0
-
-    async def __aenter__(self) -> BatchIterator[I, R]:
-        if self._task_group is not None:
-            raise RuntimeError("a batch runs once")
-        send, self._receive = anyio.create_memory_object_stream[BatchResult[I, R]](
-            self._concurrency
-        )
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._started_at = time.monotonic()
-        self._task_group.start_soon(self._run_workers, send)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._task_group is not None and self._receive is not None
-        self._task_group.cancel_scope.cancel()  # left early: stop what is in flight
-        self._receive.close()
-        return await self._task_group.__aexit__(exc_type, exc, tb)
-
-    def __aiter__(self) -> AsyncIterator[BatchResult[I, R]]:
-        if self._task_group is None:
-            return self._owning_iterator()
-        return self
-
-    async def __anext__(self) -> BatchResult[I, R]:
-        assert self._receive is not None, "use `async with` or `async for`"
-        try:
-            # Results waiting are taken at once: a trip through the event loop per result
-            # would let the workers fill the buffer and stall behind this one reader.
-            return self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            pass
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def _owning_iterator(self) -> AsyncIterator[BatchResult[I, R]]:
-        async with self:
-            async for result in self:
-                yield result
-
-    async def _run_workers(self, send: MemoryObjectSendStream[BatchResult[I, R]]) -> None:
-        take = _taker(self._inputs)
-        async with send, anyio.create_task_group() as workers:
-            for _ in range(self._concurrency):
-                workers.start_soon(self._work, take, send.clone())
-
-    async def _work(
-        self,
-        take: Callable[[], Awaitable[tuple[int, I] | None]],
-        send: MemoryObjectSendStream[BatchResult[I, R]],
-    ) -> None:
-        async with send:
-            while (taken := await take()) is not None:
-                index, item = taken
-                with count_attempts() as attempts:
-                    result: BatchResult[I, R]
-                    try:
-                        response = await self._call(item)
-                    except Exception as exc:  # one item's failure is its own, never the batch's
-                        result = BatchFailure(index, item, exc, attempts.count)
-                    else:
-                        result = BatchSuccess(index, item, response, attempts.count)
-                self._done += 1
-                self._failed += not result.ok
-                if self._on_progress is not None:
-                    usage = getattr(result.response, "usage", None)
-                    self._tokens += getattr(usage, "total_tokens", 0) or 0
-                    self._on_progress(
-                        BatchProgress(
-                            self._done,
-                            self._failed,
-                            self._total,
-                            time.monotonic() - self._started_at,
-                            self._tokens,
-                        )
-                    )
-                try:
-                    send.send_nowait(result)  # room in the buffer: no trip through the loop
-                except anyio.WouldBlock:
-                    await send.send(result)
-                except anyio.BrokenResourceError:
-                    return  # the reader left early; the batch is being cancelled
-
-
-def _taker(inputs: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Awaitable[Any]]:
-    """What the workers call for the next (index, item), or None at the end. Every worker
-    shares it, so the inputs are read lazily, once, in order."""
-    if isinstance(inputs, AsyncIterable):
-        items = aiter(inputs)
-        lock = anyio.Lock(fast_acquire=True)  # an async iterator takes one reader at a time
-        count = itertools.count()
-
-        async def take_async() -> tuple[int, Any] | None:
-            async with lock:
-                try:
-                    item = await anext(items)
-                except StopAsyncIteration:
-                    return None
-            return next(count), item
-
-        return take_async
-    numbered = enumerate(inputs)
-
-    async def take() -> tuple[int, Any] | None:
-        # A plain iterator cannot be read by two tasks at once on one event loop: no lock.
-        return next(numbered, None)
-
-    return take
-
-
-async def run_ordered(iterator: BatchIterator[I, R]) -> list[BatchResult[I, R]]:
-    """Every result of a batch, in input order."""
-    results = [result async for result in iterator]
-    results.sort(key=lambda result: result.index)
-    return results
 
 
 class BatchWidthWarning(UserWarning):
