@@ -72,6 +72,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "baiduwx_async")
+    session.run("lint-imports")
 
 
 @nox.session

@@ -7,6 +7,7 @@ Nothing here awaits; `_client` sends what this builds and hands back what it got
 
 from __future__ import annotations
 
+import email.utils
 import json
 import random
 import re
@@ -20,7 +21,6 @@ from ._errors import (
     api_error_from_body,
     api_error_from_status,
 )
-from ._retry import parse_retry_after
 from ._version import __version__
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "excerpt",
     "model_path",
     "new_request_id",
+    "parse_retry_after",
     "redact",
 ]
 
@@ -39,6 +40,26 @@ MODEL_PREFIX = "/rpc/2.0/ai_custom/v1/wenxinworkshop/"
 REQUEST_ID_HEADER = "Request_id"
 RESPONSE_ID_HEADER = "x-baidu-request-id"
 _REQUEST_ID_PREFIX = f"baiduwx_async-{__version__}-"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from `now` that a `Retry-After` header asks for (delta seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - now
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
 
 
 def model_path(kind: Kind, endpoint: str) -> str:

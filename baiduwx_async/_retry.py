@@ -9,7 +9,6 @@ exponential backoff with full jitter, capped, and never shorter than the server'
 
 from __future__ import annotations
 
-import email.utils
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from typing import Any
 import attrs
 
 from ._errors import APIError, ValidationError, rule_for_code
+from ._protocol import parse_retry_after  # re-exported: the header is read there
 
 __all__ = ["AttemptCount", "RetryPolicy", "count_attempts", "note_attempt", "parse_retry_after"]
 
@@ -62,26 +62,6 @@ class RetryPolicy:
         if retry_after is not None:
             delay = max(delay, retry_after)
         return min(delay, self.max_wait)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from `now` that a `Retry-After` header asks for (delta seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - now
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 @attrs.define

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     import httpx
 
     from ._otel import Telemetry
-    from ._sender import Sender
 
 __all__ = ["CAPTURE_CONTENT_ENV", "StreamObserver", "make_telemetry", "traced", "traced_stream"]
 
@@ -39,6 +38,12 @@ class HasTelemetry(Protocol):
 C = TypeVar("C", bound=HasTelemetry)
 
 
+class RetryNotifier(Protocol):
+    """What the telemetry hooks into: the client's sender, which reports each retry."""
+
+    on_retry: Callable[[int, BaseException, float], None] | None
+
+
 class StreamObserver(Protocol):
     """What a stream tells its span: a failure while reading, and its closing."""
 
@@ -47,7 +52,7 @@ class StreamObserver(Protocol):
     def close(self, stream: Any) -> None: ...
 
 
-def make_telemetry(enabled: bool, base_url: httpx.URL, sender: Sender) -> Telemetry | None:
+def make_telemetry(enabled: bool, base_url: httpx.URL, sender: RetryNotifier) -> Telemetry | None:
     """The client's telemetry, or `None` when it is off or OpenTelemetry is not installed."""
     telemetry_class = _telemetry_class() if enabled else None
     if telemetry_class is None:
