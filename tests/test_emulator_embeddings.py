@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from baiduwx_async.emulator import Emulator, EmulatorConfig
+from baiduwx_async.emulator import PRESET_EMBEDDINGS, EmbeddingModel, Emulator, EmulatorConfig
 
 from .test_emulator import (
     ID_RE,
@@ -238,3 +238,22 @@ async def test_statistics(client: httpx.AsyncClient, emu: Emulator, token: str) 
     assert stats["endpoints"]["embeddings/embedding-v1"] == {"ok": 1, "error_336003": 1}
     assert stats["prompt_tokens"] == 3
     assert stats["completion_tokens"] == 0
+
+
+def test_embedding_config_is_validated() -> None:
+    config = EmulatorConfig(embedding_endpoints={"x": EmbeddingModel(dimension=4, max_texts=2)})
+    assert config.embedding_endpoints == {"x": EmbeddingModel(dimension=4, max_texts=2)}
+    assert EmulatorConfig().embedding_endpoints == PRESET_EMBEDDINGS
+    assert PRESET_EMBEDDINGS["tao_8k"].max_texts == 1
+    with pytest.raises(ValueError, match="dimension must be an even integer >= 2, got 7"):
+        EmulatorConfig(embedding_endpoints={"x": 7})
+    with pytest.raises(ValueError, match="max_texts must be an integer >= 1"):
+        EmulatorConfig(custom_embedding={"max_texts": 0})
+    with pytest.raises(TypeError, match="needs a dimension or a mapping"):
+        EmulatorConfig(embedding_endpoints={"x": "big"})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'size'"):
+        EmulatorConfig(custom_embedding={"size": 8})
+    emulator = Emulator()
+    with pytest.raises(TypeError, match="needs a dimension or a mapping, got True"):
+        emulator.configure(custom_embedding=True)
+    assert emulator.config.custom_embedding == EmbeddingModel()

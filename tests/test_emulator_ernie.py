@@ -356,3 +356,24 @@ async def test_function_calls_count_against_limits(
     assert stats["endpoints"]["chat/mpt30b"] == {"ok": 1, "error_336100": 1}
     assert stats["completion_tokens"] == answer["usage"]["completion_tokens"]
     assert CHAT.endswith("/chat/mpt30b")
+
+
+async def test_citations_come_with_search_info(client: httpx.AsyncClient, token: str) -> None:
+    plain = await chat(client, token)
+    body = await chat(client, token, enable_citation=True)
+    first, _, rest = plain["result"].partition(". ")
+    assert body["result"] == f"{first}.^[1]^ {rest}"
+    (result,) = body["search_info"]["search_results"]
+    assert list(result) == ["index", "url", "title"]
+    assert result["index"] == 1
+    assert result["url"].startswith("https://search.emulator.invalid/")
+    assert list(body).index("search_info") == list(body).index("finish_reason") - 1
+    assert "search_info" not in await chat(client, token, enable_citation=False)
+    assert "search_info" not in await chat(client, token, enable_citation=True, disable_search=True)
+    response = await call(
+        client, token, {"messages": MESSAGES, "enable_citation": True, "stream": True}
+    )
+    chunks = data_chunks(response.text)
+    assert chunks[-1]["search_info"] == body["search_info"]
+    assert all("search_info" not in c for c in chunks[:-1])
+    assert "".join(c["result"] for c in chunks) == body["result"]

@@ -19,8 +19,7 @@ import attrs
 
 from ._config import EmbeddingModel
 from ._text import count_tokens
-from ._validate import Failure
-from ._wire import dumps
+from ._wire import Failure, dumps
 
 __all__ = ["EmbeddingRequest", "embedding_body", "parse_embedding_request", "vector_json"]
 

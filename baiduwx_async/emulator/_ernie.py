@@ -22,6 +22,9 @@ Answers (`shape_answer`), deterministic like every emulator answer:
 - `response_format: "json_object"`: the answer is `{"answer": text}` as JSON text.
 - `max_output_tokens`: an answer with more tokens is cut there, `is_truncated` true and
   `finish_reason` "length".
+- `enable_citation: true` (and no `disable_search: true`): the first sentence cites "^[1]^",
+  and the answer carries `search_info` with that one search result (on a stream's last
+  chunk).
 """
 
 from __future__ import annotations
@@ -33,10 +36,9 @@ from typing import Any
 import attrs
 
 from ._text import Answer, count_tokens, truncate
-from ._validate import Failure
-from ._wire import dumps
+from ._wire import Failure, dumps
 
-__all__ = ["ERNIE_FIELDS", "ErnieFields", "check_ernie", "shape_answer"]
+__all__ = ["ERNIE_FIELDS", "ErnieFields", "check_ernie", "ernie_body", "shape_answer"]
 
 _INVALID_ARGUMENT = "Invalid Argument"
 #: Fields only the ERNIE family knows; a request with any of them gets `finish_reason` in
@@ -66,6 +68,8 @@ class ErnieFields:
     functions: tuple[dict[str, Any], ...] = ()
     #: The function `tool_choice` forces.
     forced: str | None = None
+    #: Answer with a citation and its `search_info`.
+    cite: bool = False
     #: The last message: its role, content and name.
     last_role: str = "user"
     last_content: str = ""
@@ -117,8 +121,9 @@ def check_ernie(
     none and its messages are plain user/assistant turns."""
     messages: list[dict[str, Any]] = body["messages"]
     last = messages[-1]
-    plain_messages = all("name" not in m and "function_call" not in m for m in messages)
-    if plain_messages and ERNIE_FIELDS.isdisjoint(body):
+    if ERNIE_FIELDS.isdisjoint(body) and all(
+        "name" not in m and "function_call" not in m for m in messages
+    ):
         return None
     for name in _BOOLS:
         if name in body and not isinstance(body[name], bool):
@@ -154,6 +159,7 @@ def check_ernie(
         json_object=response_format == "json_object",
         functions=tuple(functions),
         forced=forced,
+        cite=body.get("enable_citation") is True and body.get("disable_search") is not True,
         last_role=last["role"],
         last_content=last.get("content") or "",
         last_name=last.get("name"),
@@ -222,6 +228,15 @@ def shape_answer(answer: Answer, fields: ErnieFields) -> Answer:
     pieces = list(answer.pieces)
     if fields.last_role == "function":
         pieces[0] = f"{fields.last_name} returned {fields.last_content}. " + pieces[0]
+    search_info: dict[str, object] | None = None
+    if fields.cite:
+        pieces[0] += "^[1]^"
+        word = _WORDS[_hash("search", fields.last_content) % len(_WORDS)]
+        search_info = {
+            "search_results": [
+                {"index": 1, "url": f"https://search.emulator.invalid/{word}", "title": word}
+            ]
+        }
     if fields.system is not None:
         pieces[0] = f"[{fields.system}] " + pieces[0]
     if fields.json_object:
@@ -239,4 +254,31 @@ def shape_answer(answer: Answer, fields: ErnieFields) -> Answer:
         sum(piece_tokens),
         finish_reason,
         is_truncated=truncated,
+        search_info=search_info,
     )
+
+
+def ernie_body(
+    answer: Answer, *, response_id: str, object_name: str, created: int, prompt_tokens: int
+) -> dict[str, object]:
+    """The non-stream answer to a request with ERNIE fields: with `finish_reason`, as ERNIE
+    sends it, and the `function_call` if there is one."""
+    body: dict[str, object] = {
+        "id": response_id,
+        "object": object_name,
+        "created": created,
+        "result": answer.text,
+        "is_truncated": answer.is_truncated,
+        "need_clear_history": False,
+    }
+    if answer.function_call is not None:
+        body["function_call"] = answer.function_call
+    if answer.search_info is not None:
+        body["search_info"] = answer.search_info
+    body["finish_reason"] = answer.finish_reason
+    body["usage"] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": answer.tokens,
+        "total_tokens": prompt_tokens + answer.tokens,
+    }
+    return body

@@ -19,7 +19,7 @@ import anyio
 from .. import _signing
 from ._config import STREAM_FAULTS
 from ._embeddings import EmbeddingRequest, embedding_body, parse_embedding_request
-from ._ernie import shape_answer
+from ._ernie import ernie_body, shape_answer
 from ._stream import StreamWriter
 from ._text import Answer, generate
 from ._validate import Failure, ParsedRequest, parse_request
@@ -338,32 +338,18 @@ class ModelRoute(_Base):
                 )
             ).encode()
         else:
-            body = dumps(self._ernie_answer(parsed, answer))
+            body = dumps(
+                ernie_body(
+                    answer,
+                    response_id=emu._dice.response_id(),
+                    object_name=self._object,
+                    created=int(emu.clock()),
+                    prompt_tokens=parsed.prompt_tokens,
+                )
+            )
         call.outcome = "ok"
         self._count(parsed, answer.tokens)
         await self._respond(call, send, 200, self._headers(call, _JSON), body)
-
-    def _ernie_answer(self, parsed: ParsedRequest, answer: Answer) -> dict[str, object]:
-        """The answer to a request with ERNIE fields: with `finish_reason`, as ERNIE sends
-        it, and the `function_call` if there is one."""
-        emu = self._emu
-        body: dict[str, object] = {
-            "id": emu._dice.response_id(),
-            "object": self._object,
-            "created": int(emu.clock()),
-            "result": answer.text,
-            "is_truncated": answer.is_truncated,
-            "need_clear_history": False,
-        }
-        if answer.function_call is not None:
-            body["function_call"] = answer.function_call
-        body["finish_reason"] = answer.finish_reason
-        body["usage"] = {
-            "prompt_tokens": parsed.prompt_tokens,
-            "completion_tokens": answer.tokens,
-            "total_tokens": parsed.prompt_tokens + answer.tokens,
-        }
-        return body
 
     async def _stream(
         self,

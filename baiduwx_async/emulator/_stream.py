@@ -67,6 +67,8 @@ class StreamWriter:
             del envelope["finish_reason"]  # after the function_call, as in a plain answer
             if answer.function_call is not None:
                 envelope["function_call"] = answer.function_call
+            if answer.search_info is not None:
+                envelope["search_info"] = answer.search_info
             envelope["finish_reason"] = answer.finish_reason
         envelope["usage"] = {
             "prompt_tokens": prompt,

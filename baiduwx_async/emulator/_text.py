@@ -100,11 +100,17 @@ class Answer:
     is_truncated: bool = False
     #: `{"name", "arguments", "thoughts"}` of a function call (then `text` is "").
     function_call: dict[str, str] | None = attrs.field(default=None, eq=False)
+    #: `{"search_results": [{"index", "url", "title"}]}` of an answer with citations.
+    search_info: dict[str, object] | None = attrs.field(default=None, eq=False)
 
     @property
     def plain(self) -> bool:
         """An answer of generated text only, with nothing an ERNIE field changed."""
-        return self.finish_reason == "normal" and self.function_call is None
+        return (
+            self.finish_reason == "normal"
+            and self.function_call is None
+            and self.search_info is None
+        )
 
 
 def truncate(pieces: list[str], piece_tokens: list[int], limit: int) -> tuple[list[str], list[int]]:

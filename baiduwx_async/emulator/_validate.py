@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
+from ._ernie import ErnieFields, check_ernie
 from ._text import count_tokens
-
-if TYPE_CHECKING:
-    from ._ernie import ErnieFields
+from ._wire import Failure
 
 __all__ = ["Failure", "ParsedRequest", "parse_request"]
 
 _INVALID_ARGUMENT = "Invalid Argument"
-
-
-@attrs.frozen
-class Failure:
-    """An `error_code` answer."""
-
-    code: int
-    message: str
 
 
 @attrs.frozen
@@ -85,6 +76,8 @@ def _check_message_types(messages: list[Any]) -> Failure | None:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             return Failure(336001, _INVALID_ARGUMENT)
         content = message.get("content")
+        if len(message) == 2 and isinstance(content, str):
+            continue  # {role, content}: the common case
         # an assistant turn that calls a function may leave its content out
         if not isinstance(content, str) and not (content is None and "function_call" in message):
             return Failure(336001, _INVALID_ARGUMENT)
@@ -131,10 +124,16 @@ def _check_messages(messages: object, max_question: int, max_total: int) -> Fail
         return Failure(336003, "the length of messages must be an odd number")
     total = 0
     for index, message in enumerate(messages):
-        failure = _check_turn(index, message)
-        if failure is not None:
-            return failure
-        total += len(message.get("content") or "")
+        content = message.get("content")
+        if not (
+            message["role"] == ("assistant" if index % 2 else "user")
+            and "function_call" not in message
+            and content.strip()
+        ):  # not a plain, non-blank user or assistant turn: the full rules
+            failure = _check_turn(index, message)
+            if failure is not None:
+                return failure
+        total += len(content or "")
     if len(messages[-1]["content"]) > max_question:
         return Failure(336003, f"the max length of current question is {max_question}")
     if total > max_total:
@@ -166,8 +165,6 @@ def parse_request(
 
     A chat body may also carry the ERNIE fields and function turns (checked by `_ernie`).
     """
-    from ._ernie import check_ernie
-
     try:
         body = json.loads(raw)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError alike

@@ -6,12 +6,14 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import attrs
 import httpx
 
 __all__ = [
     "ERROR_MESSAGES",
     "ASGIApp",
     "ConnectionDropped",
+    "Failure",
     "Headers",
     "Receive",
     "Scope",
@@ -59,6 +61,14 @@ ERROR_MESSAGES: dict[int, str] = {
     336501: "Rate limit reached for RPM",
     336502: "Rate limit reached for TPM",
 }
+
+
+@attrs.frozen
+class Failure:
+    """An `error_code` answer."""
+
+    code: int
+    message: str
 
 
 def error_message(code: int) -> str:
