@@ -38,14 +38,14 @@ from ._auth import (
 from ._batch import BatchMethods
 from ._batch_embed import EmbedBatchMethods
 from ._embeddings import (
-    DEFAULT_TEXTS_PER_REQUEST,
     EmbeddingResponse,
     check_texts,
     decode_embeddings,
     embed_in_parts,
+    split_embed_params,
 )
 from ._errors import AuthenticationError, ValidationError
-from ._keywords import check_unknown, show_keywords
+from ._keywords import show_keywords
 from ._limits import AdaptiveRateLimiter, RateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
@@ -63,7 +63,8 @@ from ._models import (
     decode,
 )
 from ._params import (
-    NO_EXTRAS,
+    CHAT_KEYS,
+    COMPLETION_KEYS,
     ChatOptions,
     CompletionOptions,
     EmbedOptions,
@@ -98,9 +99,6 @@ DEFAULT_MAX_CONNECTIONS = 100
 #: A call's `timeout=`: seconds for the whole wait (connecting capped at 10 s), an
 #: `httpx.Timeout` for each limit (connect, read, write, pool), or None: the client's.
 TimeoutLike = float | httpx.Timeout | None
-_CHAT_KEYS = frozenset(ChatOptions.__annotations__)
-_COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
-_EMBED_KEYS = frozenset(EmbedOptions.__annotations__)
 R = TypeVar("R", ChatResponse, CompletionResponse)
 C = TypeVar("C", ChatChunk, CompletionChunk)
 
@@ -343,34 +341,30 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         call = self._prepare_completion("complete_stream", endpoint, prompt, params, True)
         return CompletionStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
-    @show_keywords(EmbedOptions, texts_per_request=DEFAULT_TEXTS_PER_REQUEST)
+    @show_keywords(EmbedOptions)
     async def embed(
         self, endpoint: str, texts: Sequence[str], **params: Unpack[EmbedOptions]
     ) -> EmbeddingResponse:
         """The embedding vectors of `texts` (a non-empty list of non-blank strings), in order.
 
-        More texts than `texts_per_request` (16; `tao_8k` takes 1) go out as several
-        requests, concurrently within the client's limits, merged back in input order with
-        their usage summed; the first failure fails the call. `user_id`, `extra_*`,
-        `timeout`, `max_retries` and `request_id` are as for `chat()`.
+        More texts than `texts_per_request` (default: 16, and 1 for `tao_8k`) go out as
+        several requests, concurrently within the client's limits, merged back in input
+        order with their usage summed; the first failure fails the call. `user_id`,
+        `extra_*`, `timeout` and `max_retries` are as for `chat()`; `request_id` too, with
+        `-0`, `-1`, ... after it when the texts take several requests.
         """
-        check_unknown("embed", params, _EMBED_KEYS)
-        options = dict(params)
-        per_request = check_positive_int(
-            options.pop("texts_per_request", DEFAULT_TEXTS_PER_REQUEST), "texts_per_request"
-        )
-        user_id = options.pop("user_id", None)
-        if user_id is not None and not isinstance(user_id, str):
-            raise ValidationError("user_id", "must be a string", user_id)
+        per_request, user_id, extras = split_embed_params("embed", endpoint, params)
         checked = check_texts(texts)
-        extras = Extras(**options) if options else NO_EXTRAS  # type: ignore[arg-type]
         template = self._template("embeddings", endpoint, extras)
 
-        async def send(part: list[str]) -> EmbeddingResponse:
+        async def send(part: list[str], number: int | None) -> EmbeddingResponse:
             body: dict[str, Any] = {"input": part}
             if user_id is not None:
                 body["user_id"] = user_id
-            answer = await self._sender.send(template.call(body, extras))
+            # one request id per request: the caller's, numbered when the texts take several
+            mine = extras.request_id
+            request_id = f"{mine}-{number}" if mine and number is not None else None
+            answer = await self._sender.send(template.call(body, extras, request_id))
             return decode_embeddings(
                 answer.data, len(part), request_id=answer.request_id, ratelimit=answer.ratelimit
             )
@@ -386,7 +380,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         params: Mapping[str, Any],
         stream: bool,
     ) -> PreparedCall:
-        fields, extras = split_params(name, params, ChatParams, _CHAT_KEYS)
+        fields, extras = split_params(name, params, ChatParams, CHAT_KEYS)
         body = {
             "messages": check_messages(messages, max_chars=self._max_input_chars),
             **fields,
@@ -397,7 +391,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
     def _prepare_completion(
         self, name: str, endpoint: str, prompt: str, params: Mapping[str, Any], stream: bool
     ) -> PreparedCall:
-        fields, extras = split_params(name, params, CompletionParams, _COMPLETION_KEYS)
+        fields, extras = split_params(name, params, CompletionParams, COMPLETION_KEYS)
         body = {"prompt": check_prompt(prompt), **fields, "stream": stream}
         return self._template("completions", endpoint, extras).call(body, extras)
 
@@ -478,12 +472,16 @@ class _CallTemplate:
         self.timeout = timeout
         self.policy = policy
 
-    def call(self, body: dict[str, Any], extras: Extras) -> PreparedCall:
+    def call(
+        self, body: dict[str, Any], extras: Extras, request_id: str | None = None
+    ) -> PreparedCall:
         if extras.body:
             body.update(extras.body)
         headers = {
             "Content-Type": "application/json",
-            protocol.REQUEST_ID_HEADER: extras.request_id or protocol.new_request_id(),
+            protocol.REQUEST_ID_HEADER: request_id
+            or extras.request_id
+            or protocol.new_request_id(),
         }
         if extras.headers:
             for name, value in extras.headers.items():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict, TypeVar
 
@@ -25,6 +26,9 @@ from ._messages import Function, FunctionParam
 
 __all__ = [
     "CALL_OPTIONS",
+    "CHAT_KEYS",
+    "COMPLETION_KEYS",
+    "EMBED_KEYS",
     "CallOptions",
     "ChatOptions",
     "ChatParams",
@@ -33,6 +37,8 @@ __all__ = [
     "EmbedOptions",
     "Extras",
     "ToolChoice",
+    "check_json",
+    "refuse_batch_request_id",
     "split_params",
 ]
 
@@ -92,7 +98,8 @@ class _ChatFields(_CompletionFields, total=False):
 
 class _EmbedFields(TypedDict, total=False):
     user_id: str | None
-    texts_per_request: int
+    #: texts sent in one request: 16, or 1 for tao_8k, when None
+    texts_per_request: int | None
 
 
 # The fields first, then the options of the call: the order help() lists them in.
@@ -111,6 +118,10 @@ class EmbedOptions(_EmbedFields, CallOptions, total=False):
 
 
 CALL_OPTIONS = frozenset(CallOptions.__annotations__)
+#: The keywords each kind of call takes.
+CHAT_KEYS = frozenset(ChatOptions.__annotations__)
+COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
+EMBED_KEYS = frozenset(EmbedOptions.__annotations__)
 
 
 # --- validators: each says the rule it checks, and raises ValidationError naming the field
@@ -191,6 +202,14 @@ def _to_metadata(value: object) -> Mapping[str, str] | None:
     return dict(value)
 
 
+def check_json(field: str, value: object) -> None:
+    """`ValidationError` naming `field` unless `value` is JSON (no NaN or infinity)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(field, f"must be JSON-serialisable ({exc})") from None
+
+
 def _to_functions(value: object) -> tuple[dict[str, Any], ...] | None:
     """`Function`s or mappings, as the JSON body carries them."""
     if value is None:
@@ -200,22 +219,25 @@ def _to_functions(value: object) -> tuple[dict[str, Any], ...] | None:
     bodies = []
     for i, function in enumerate(value):
         field = f"functions[{i}]"
-        if isinstance(function, Function):
-            bodies.append(function.to_body())
-            continue
-        if not isinstance(function, Mapping):
-            raise ValidationError(field, "must be a Function or a mapping", function)
         try:
-            made = Function(**function)
-        except TypeError as exc:  # a missing or unknown key
-            raise ValidationError(
-                field, f"needs name, description, parameters (responses, examples): {exc}"
-            ) from None
+            if not isinstance(function, Function):
+                if not isinstance(function, Mapping):
+                    raise ValidationError(field, "must be a Function or a mapping", function)
+                try:
+                    function = Function(**function)
+                except TypeError as exc:  # a missing or unknown key
+                    raise ValidationError(
+                        field, f"needs name, description, parameters (responses, examples): {exc}"
+                    ) from None
+            body = function.to_body()
         except ValidationError as exc:
-            raise ValidationError(
-                field + exc.field.removeprefix("Function"), exc.rule, exc.value
-            ) from None
-        bodies.append(made.to_body())
+            if exc.field.startswith(field):
+                raise
+            inner = exc.field.removeprefix("Function").removeprefix(".")
+            raise ValidationError(f"{field}.{inner}", exc.rule, exc.value) from None
+        for key, item in body.items():
+            check_json(f"{field}.{key}", item)
+        bodies.append(body)
     return tuple(bodies)
 
 
@@ -229,7 +251,10 @@ def _to_tool_choice(value: object) -> dict[str, Any] | None:
     name = function.get("name") if isinstance(function, Mapping) else None
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("tool_choice.function.name", "must be a non-blank string", name)
-    return {**value, "function": dict(function)}  # type: ignore[arg-type]
+    choice = {**value, "function": dict(function)}  # type: ignore[arg-type]
+    for key, item in choice.items():
+        check_json(f"tool_choice.{key}", item)
+    return choice
 
 
 _ZERO_HINT = (
@@ -305,13 +330,15 @@ def _check_extra_body(value: object) -> dict[str, Any] | None:
                 "extra_body['stream']",
                 "is decided by the method: use chat_stream()/complete_stream() to stream",
             )
-        try:
-            json.dumps(item, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise ValidationError(
-                f"extra_body[{key!r}]", f"must be JSON-serialisable ({exc})"
-            ) from None
+        check_json(f"extra_body[{key!r}]", item)
     return dict(value)
+
+
+#: A header name: an RFC 9110 token.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: What a header value may not hold: anything but printable ASCII, space and tab.
+_NOT_IN_HEADER_VALUE = re.compile(r"[^\t\x20-\x7e]")
+_NOT_IN_REQUEST_ID = re.compile(r"[^\x20-\x7e]")
 
 
 def _check_extra_headers(value: object) -> dict[str, str] | None:
@@ -320,10 +347,18 @@ def _check_extra_headers(value: object) -> dict[str, str] | None:
     if not isinstance(value, Mapping):
         raise ValidationError("extra_headers", "must be a mapping of strings to strings")
     for key, item in value.items():
-        if not isinstance(key, str) or not key.strip() or any(c in key for c in ":\r\n "):
-            raise ValidationError("extra_headers", "names must be header names", key)
-        if not isinstance(item, str) or "\r" in item or "\n" in item:
-            raise ValidationError(f"extra_headers[{key!r}]", "must be a string without line breaks")
+        if not isinstance(key, str) or not _HEADER_NAME.fullmatch(key):
+            raise ValidationError(
+                "extra_headers",
+                "names must be header names (letters, digits and !#$%&'*+-.^_`|~)",
+                key,
+            )
+        # The value is never quoted back: a header may carry a secret.
+        if not isinstance(item, str) or _NOT_IN_HEADER_VALUE.search(item):
+            raise ValidationError(
+                f"extra_headers[{key!r}]",
+                "must be a string of printable ASCII (no line breaks or control characters)",
+            )
     return dict(value)
 
 
@@ -339,8 +374,12 @@ def _check_extra_query(value: object) -> dict[str, QueryValue] | None:
             raise ValidationError(
                 "extra_query['access_token']", "is set by the client from its credentials"
             )
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise ValidationError(f"extra_query[{key!r}]", "must be a string or a number")
+        if (
+            isinstance(item, bool)
+            or not isinstance(item, str | int | float)
+            or (isinstance(item, float) and not math.isfinite(item))
+        ):
+            raise ValidationError(f"extra_query[{key!r}]", "must be a string or a finite number")
     return dict(value)
 
 
@@ -377,8 +416,10 @@ class Extras:
         ):
             raise ValidationError("max_retries", "must be a non-negative integer", max_retries)
         self.max_retries = max_retries
-        if request_id is not None and not isinstance(request_id, str):
-            raise ValidationError("request_id", "must be a string", request_id)
+        if request_id is not None and (
+            not isinstance(request_id, str) or _NOT_IN_REQUEST_ID.search(request_id)
+        ):
+            raise ValidationError("request_id", "must be a string of printable ASCII", request_id)
         self.request_id = request_id
 
 
@@ -403,3 +444,13 @@ def split_params(
             generation[name] = value
     fields = cls(**generation).body_fields() if generation else {}
     return fields, Extras(**options) if options else NO_EXTRAS
+
+
+def refuse_batch_request_id(params: Mapping[str, Any]) -> None:
+    """A batch sends many requests, and one id on all of them would make them one."""
+    if params.get("request_id") is not None:
+        raise ValidationError(
+            "request_id",
+            "is one request's id, and a batch sends many: leave it out (each request gets "
+            "its own, in BatchResult.response.request_id)",
+        )
