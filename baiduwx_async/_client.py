@@ -80,6 +80,7 @@ from ._sender import (
     install_log_redaction,
 )
 from ._streaming import ChatStream, ChunkReader, CompletionStream
+from ._telemetry import make_telemetry, traced, traced_stream
 from ._tokens import AccessToken, TokenManager, TokenStore
 from ._transport import HttpxTransport, Reply, Transport, make_transport
 
@@ -140,6 +141,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         rpm: float | None = None,
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.time,
+        telemetry: bool = True,
     ) -> None:
         """Make a client; nothing is sent until the first call. All arguments are keywords:
 
@@ -164,6 +166,8 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
             either, the client still slows down by itself after rate-limit answers.
         rate_limiter: a limiter of your own (e.g. one shared between processes) instead.
         clock: the wall clock (unix seconds) for token expiry and signatures; for tests.
+        telemetry: OpenTelemetry spans and metrics for each call when `opentelemetry-api`
+            is installed (extra `otel`); `False` turns them off.
 
         Raises `ValidationError` for a bad value, and `AuthenticationError` when no
         `credentials=` is given and the environment holds none.
@@ -231,6 +235,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         else:
             self._auth = AccessTokenAuth(credentials)
         install_log_redaction()
+        self._telemetry = make_telemetry(telemetry, self._base_url, self._sender)
 
     # --- lifecycle
 
@@ -273,6 +278,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
 
     # --- calls
 
+    @traced("chat")
     @show_keywords(ChatOptions)
     async def chat(
         self, endpoint: str, messages: Sequence[MessageLike], **params: Unpack[ChatOptions]
@@ -301,6 +307,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         call = self._prepare_chat("chat", endpoint, messages, params, False)
         return _decode_answer(await self._sender.send(call), ChatResponse)
 
+    @traced("text_completion")
     @show_keywords(CompletionOptions)
     async def complete(
         self, endpoint: str, prompt: str, **params: Unpack[CompletionOptions]
@@ -312,6 +319,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         call = self._prepare_completion("complete", endpoint, prompt, params, False)
         return _decode_answer(await self._sender.send(call), CompletionResponse)
 
+    @traced_stream("chat")
     @show_keywords(ChatOptions)
     def chat_stream(
         self, endpoint: str, messages: Sequence[MessageLike], **params: Unpack[ChatOptions]
@@ -333,6 +341,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         call = self._prepare_chat("chat_stream", endpoint, messages, params, True)
         return ChatStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
+    @traced_stream("text_completion")
     @show_keywords(CompletionOptions)
     def complete_stream(
         self, endpoint: str, prompt: str, **params: Unpack[CompletionOptions]
@@ -341,6 +350,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         call = self._prepare_completion("complete_stream", endpoint, prompt, params, True)
         return CompletionStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
+    @traced("embeddings")
     @show_keywords(EmbedOptions)
     async def embed(
         self, endpoint: str, texts: Sequence[str], **params: Unpack[EmbedOptions]

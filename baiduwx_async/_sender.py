@@ -120,6 +120,8 @@ class Sender:
         self.limiter = limiter
         self._slots = anyio.Semaphore(max_in_flight) if max_in_flight else None
         self._clock = clock
+        #: Told of each retry (attempt, error, wait) by telemetry; None when it is off.
+        self.on_retry: Callable[[int, BaseException, float], None] | None = None
 
     async def send(
         self,
@@ -211,6 +213,8 @@ class Sender:
                 raise error
             delay = policy.wait(retries, getattr(error, "retry_after", None))
             logger.debug("retrying in %.2f s after %s", delay, type(error).__name__)
+            if self.on_retry is not None:
+                self.on_retry(retries + 1, error, delay)
             await anyio.sleep(delay)
             retries += 1
 

@@ -13,7 +13,7 @@ import json
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import anyio
 
@@ -37,6 +37,9 @@ from ._models import (
 from ._protocol import excerpt
 from ._sse import SSEDecoder, SSEEvent
 from ._transport import Reply
+
+if TYPE_CHECKING:
+    from ._telemetry import StreamObserver
 
 __all__ = ["ChatStream", "ChunkReader", "CompletionStream"]
 
@@ -138,6 +141,8 @@ OpenStream = Callable[
 class _Stream(Generic[C, R]):
     _chunk_class: ClassVar[type[Any]]
     _response_class: ClassVar[type[Any]]
+    #: The stream's span, when the client's telemetry is on.
+    _trace: StreamObserver | None = None
 
     def __init__(
         self,
@@ -234,6 +239,8 @@ class _Stream(Generic[C, R]):
         self._closed = True
         if self._reader is not None:
             await self._reader.close()
+        if self._trace is not None:
+            self._trace.close(self)
 
     def __aiter__(self: S) -> S:
         return self
@@ -253,7 +260,9 @@ class _Stream(Generic[C, R]):
                 if next_chunk is None:
                     raise self._reader.broken("stream ended without an is_end chunk")
                 chunk = next_chunk
-        except BaseException:
+        except BaseException as exc:
+            if self._trace is not None:
+                self._trace.fail(exc)
             await self.aclose()
             raise
         if self._first is None:

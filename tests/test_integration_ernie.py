@@ -166,3 +166,20 @@ async def test_the_readme_round_trip_runs_as_written(anyio_backend: str) -> None
                 await namespace["round_trip"](client)
     assert printed.getvalue().startswith("get_weather returned {")
     assert emu.stats()["endpoints"]["chat/ernie-4.0-8k"] == {"ok": 2}
+
+
+async def test_citations_reach_the_typed_search_info(http_backend: str) -> None:
+    messages = [wx.user("Please introduce The Great Wall")]
+    async with emulator_and_client(http_backend) as (_, client):
+        reply = await client.chat(ENDPOINT, messages, enable_citation=True)
+        plain = await client.chat(ENDPOINT, messages)
+        async with client.chat_stream(ENDPOINT, messages, enable_citation=True) as stream:
+            chunks = [chunk async for chunk in stream]
+            streamed = await stream.collect()
+    assert reply.search_info is not None and plain.search_info is None
+    [result] = reply.search_info.search_results
+    assert result.index == 1 and result.url and result.title
+    assert reply.raw["search_info"]["search_results"][0]["url"] == result.url
+    assert "^[1]^" in reply.result
+    assert streamed.search_info == reply.search_info and streamed.result == reply.result
+    assert [c.search_info is not None for c in chunks].count(True) >= 1
