@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeAlias, Ty
 import anyio
 import attrs
 
+from ._extras import refuse_batch_request_id
 from ._keywords import check_unknown, show_keywords
 from ._limits import AdaptiveRateLimiter
 from ._models import (
@@ -46,7 +47,6 @@ from ._params import (
     COMPLETION_KEYS,
     ChatOptions,
     CompletionOptions,
-    refuse_batch_request_id,
     split_params,
 )
 from ._retry import count_attempts

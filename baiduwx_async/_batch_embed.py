@@ -27,9 +27,10 @@ from ._batch import (
 )
 from ._embeddings import EmbeddingResponse, split_embed_params
 from ._errors import ValidationError
+from ._extras import refuse_batch_request_id
 from ._keywords import check_unknown, show_keywords
 from ._models import check_endpoint
-from ._params import EMBED_KEYS, EmbedOptions, refuse_batch_request_id
+from ._params import EMBED_KEYS, EmbedOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -6,8 +6,6 @@ module decodes what comes back.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import os
 import time
@@ -37,6 +35,7 @@ from ._auth import (
 )
 from ._batch import BatchMethods
 from ._batch_embed import EmbedBatchMethods
+from ._calls import CallTemplate, base_url_setting, is_loopback
 from ._embeddings import (
     EmbeddingResponse,
     check_texts,
@@ -45,6 +44,7 @@ from ._embeddings import (
     split_embed_params,
 )
 from ._errors import AuthenticationError, ValidationError
+from ._extras import DEFAULT_TIMEOUT, Extras, as_timeout
 from ._keywords import show_keywords
 from ._limits import AdaptiveRateLimiter, RateLimiter
 from ._models import (
@@ -68,7 +68,6 @@ from ._params import (
     ChatOptions,
     CompletionOptions,
     EmbedOptions,
-    Extras,
     split_params,
 )
 from ._retry import RetryPolicy
@@ -92,9 +91,6 @@ __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient"]
 logger = logging.getLogger("baiduwx_async")
 
 DEFAULT_BASE_URL = "https://aip.baidubce.com"
-#: Generation is slow: a long answer may take minutes before its first byte (the
-#: official SDK allows 300 s). Connecting should not.
-DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_MAX_CONNECTIONS = 100
 
 #: A call's `timeout=`: seconds for the whole wait (connecting capped at 10 s), an
@@ -102,14 +98,6 @@ DEFAULT_MAX_CONNECTIONS = 100
 TimeoutLike = float | httpx.Timeout | None
 R = TypeVar("R", ChatResponse, CompletionResponse)
 C = TypeVar("C", ChatChunk, CompletionChunk)
-
-
-def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.Timeout:
-    if isinstance(value, httpx.Timeout):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValidationError(field, "must be a positive number of seconds or httpx.Timeout", value)
-    return httpx.Timeout(float(value), connect=min(float(value), DEFAULT_TIMEOUT.connect or 10.0))
 
 
 class AsyncClient(BatchMethods, EmbedBatchMethods):
@@ -183,13 +171,13 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         )
         if self._base_url.scheme not in ("http", "https") or not self._base_url.host:
             raise ValidationError("base_url", "must be an absolute http(s) URL", str(base_url))
-        if self._base_url.scheme == "http" and not _is_loopback(self._base_url.host):
+        if self._base_url.scheme == "http" and not is_loopback(self._base_url.host):
             logger.warning(
                 "base_url %s is plain http: access tokens and answers cross the network "
                 "unencrypted; use https",
                 self._base_url,
             )
-        self._timeout = _as_timeout(timeout)
+        self._timeout = as_timeout(timeout)
         self._retry = retry_policy or RetryPolicy()
         if max_retries is not None:
             self._retry = attrs.evolve(self._retry, max_retries=max_retries)
@@ -217,7 +205,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
             max_in_flight=max_concurrency,
             max_response_bytes=check_positive_int(max_response_bytes, "max_response_bytes"),
             clock=clock,
-            base_url_setting=_base_url_setting(base_url),
+            base_url_setting=base_url_setting(base_url),
         )
         self._credentials = credentials
         self._tokens: TokenManager | None = None
@@ -405,7 +393,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         body = {"prompt": check_prompt(prompt), **fields, "stream": stream}
         return self._template("completions", endpoint, extras).call(body, extras)
 
-    def _template(self, kind: protocol.Kind, endpoint: str, extras: Extras) -> _CallTemplate:
+    def _template(self, kind: protocol.Kind, endpoint: str, extras: Extras) -> CallTemplate:
         """What every request of a call shares: checked before the first one is sent."""
         url = self._model_url(kind, endpoint)
         if extras.query:
@@ -413,8 +401,8 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         policy = self._retry
         if extras.max_retries is not None:
             policy = attrs.evolve(policy, max_retries=extras.max_retries)
-        timeout = self._timeout if extras.timeout is None else _as_timeout(extras.timeout)
-        return _CallTemplate(self._auth, url, timeout, policy)
+        timeout = self._timeout if extras.timeout is None else extras.timeout
+        return CallTemplate(self._auth, url, timeout, policy)
 
     def _model_url(self, kind: protocol.Kind, endpoint: str) -> httpx.URL:
         # Parsing a URL is the dearest step of building a request: parse each route once.
@@ -451,61 +439,6 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
             if exc.hint is None:
                 exc.hint = oauth_hint(self._credentials)
             raise
-
-
-def _base_url_setting(base_url: object) -> str:
-    """Which setting gave the client its address, for the hint of a connection failure."""
-    if base_url:
-        return "base_url="
-    if os.environ.get("QIANFAN_BASE_URL"):
-        return "QIANFAN_BASE_URL"
-    return "the default base_url (set base_url= or QIANFAN_BASE_URL to change it)"
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost" or host.endswith(".localhost")  # RFC 6761: loopback
-
-
-class _CallTemplate:
-    """What the requests of one call share; `call()` makes each one's `PreparedCall`."""
-
-    __slots__ = ("auth", "policy", "timeout", "url")
-
-    def __init__(
-        self, auth: RequestAuth, url: httpx.URL, timeout: httpx.Timeout, policy: RetryPolicy
-    ) -> None:
-        self.auth = auth
-        self.url = url
-        self.timeout = timeout
-        self.policy = policy
-
-    def call(
-        self, body: dict[str, Any], extras: Extras, request_id: str | None = None
-    ) -> PreparedCall:
-        if extras.body:
-            body.update(extras.body)
-        headers = {
-            "Content-Type": "application/json",
-            protocol.REQUEST_ID_HEADER: request_id
-            or extras.request_id
-            or protocol.new_request_id(),
-        }
-        if extras.headers:
-            for name, value in extras.headers.items():
-                for same in [key for key in headers if key.lower() == name.lower()]:
-                    del headers[same]  # the caller's replaces ours, whatever its case
-                headers[name] = value
-        return PreparedCall(
-            auth=self.auth,
-            url=self.url,
-            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-            headers=headers,
-            timeout=self.timeout,
-            policy=self.policy,
-        )
 
 
 def _decode_answer(answer: Answer, cls: type[R]) -> R:

@@ -15,8 +15,9 @@ import anyio
 import attrs
 
 from ._errors import ProtocolError, ValidationError
+from ._extras import NO_EXTRAS, Extras
 from ._keywords import check_unknown
-from ._params import EMBED_KEYS, NO_EXTRAS, Extras
+from ._params import EMBED_KEYS
 from ._responses import NO_LIMITS, RateLimitInfo, Usage
 
 __all__ = [

@@ -2,7 +2,7 @@
 The keywords of a call: generation parameters (checked here), the ERNIE family's chat
 fields (checked for type and shape only: the service judges ranges that differ per model),
 and the options of the call itself (`extra_body`, `extra_headers`, `extra_query`,
-`timeout`, `max_retries`, `request_id`).
+`timeout`, `max_retries`, `request_id`; checked in `_extras`).
 
 The keywords are declared once, as `TypedDict`s that the public calls take as
 `**params: Unpack[...]`; a keyword of another client's vocabulary (`max_tokens`, `model`)
@@ -11,9 +11,7 @@ is a `TypeError` that names ours (`_keywords`).
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict, TypeVar
 
@@ -21,6 +19,7 @@ import attrs
 import httpx
 
 from ._errors import ValidationError
+from ._extras import NO_EXTRAS, Extras, QueryValue, check_json
 from ._keywords import check_unknown
 from ._messages import Function, FunctionParam
 
@@ -35,18 +34,13 @@ __all__ = [
     "CompletionOptions",
     "CompletionParams",
     "EmbedOptions",
-    "Extras",
     "ToolChoice",
-    "check_json",
-    "refuse_batch_request_id",
     "split_params",
 ]
 
 MAX_STOP_WORDS = 4
 MAX_STOP_WORD_CHARS = 20
 MAX_METADATA_PAIRS = 16
-
-QueryValue = str | int | float
 
 
 class _ToolChoiceFunction(TypedDict):
@@ -202,14 +196,6 @@ def _to_metadata(value: object) -> Mapping[str, str] | None:
     return dict(value)
 
 
-def check_json(field: str, value: object) -> None:
-    """`ValidationError` naming `field` unless `value` is JSON (no NaN or infinity)."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValidationError(field, f"must be JSON-serialisable ({exc})") from None
-
-
 def _to_functions(value: object) -> tuple[dict[str, Any], ...] | None:
     """`Function`s or mappings, as the JSON body carries them."""
     if value is None:
@@ -314,117 +300,6 @@ def _body_names(cls: type) -> tuple[str, ...]:
     return names
 
 
-# --- the options of a call
-
-
-def _check_extra_body(value: object) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ValidationError("extra_body", "must be a mapping of field names to JSON values")
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise ValidationError("extra_body", "keys must be strings", key)
-        if key == "stream":
-            raise ValidationError(
-                "extra_body['stream']",
-                "is decided by the method: use chat_stream()/complete_stream() to stream",
-            )
-        check_json(f"extra_body[{key!r}]", item)
-    return dict(value)
-
-
-#: A header name: an RFC 9110 token.
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-#: What a header value may not hold: anything but printable ASCII, space and tab.
-_NOT_IN_HEADER_VALUE = re.compile(r"[^\t\x20-\x7e]")
-_NOT_IN_REQUEST_ID = re.compile(r"[^\x20-\x7e]")
-
-
-def _check_extra_headers(value: object) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ValidationError("extra_headers", "must be a mapping of strings to strings")
-    for key, item in value.items():
-        if not isinstance(key, str) or not _HEADER_NAME.fullmatch(key):
-            raise ValidationError(
-                "extra_headers",
-                "names must be header names (letters, digits and !#$%&'*+-.^_`|~)",
-                key,
-            )
-        # The value is never quoted back: a header may carry a secret.
-        if not isinstance(item, str) or _NOT_IN_HEADER_VALUE.search(item):
-            raise ValidationError(
-                f"extra_headers[{key!r}]",
-                "must be a string of printable ASCII (no line breaks or control characters)",
-            )
-    return dict(value)
-
-
-def _check_extra_query(value: object) -> dict[str, QueryValue] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ValidationError("extra_query", "must be a mapping of strings to strings or numbers")
-    for key, item in value.items():
-        if not isinstance(key, str) or not key:
-            raise ValidationError("extra_query", "names must be non-empty strings", key)
-        if key == "access_token":
-            raise ValidationError(
-                "extra_query['access_token']", "is set by the client from its credentials"
-            )
-        if (
-            isinstance(item, bool)
-            or not isinstance(item, str | int | float)
-            or (isinstance(item, float) and not math.isfinite(item))
-        ):
-            raise ValidationError(f"extra_query[{key!r}]", "must be a string or a finite number")
-    return dict(value)
-
-
-class Extras:
-    """The options of one call, checked: what is merged into its body, headers and query,
-    and its own timeout, retries and request id."""
-
-    __slots__ = ("body", "headers", "max_retries", "query", "request_id", "timeout")
-
-    def __init__(
-        self,
-        *,
-        extra_body: object = None,
-        extra_headers: object = None,
-        extra_query: object = None,
-        timeout: float | httpx.Timeout | None = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        self.body = _check_extra_body(extra_body)
-        self.headers = _check_extra_headers(extra_headers)
-        self.query = _check_extra_query(extra_query)
-        if not (
-            timeout is None
-            or isinstance(timeout, httpx.Timeout)
-            or (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0)
-        ):
-            raise ValidationError(
-                "timeout", "must be a positive number of seconds or httpx.Timeout", timeout
-            )
-        self.timeout = timeout
-        if max_retries is not None and (
-            isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
-        ):
-            raise ValidationError("max_retries", "must be a non-negative integer", max_retries)
-        self.max_retries = max_retries
-        if request_id is not None and (
-            not isinstance(request_id, str) or _NOT_IN_REQUEST_ID.search(request_id)
-        ):
-            raise ValidationError("request_id", "must be a string of printable ASCII", request_id)
-        self.request_id = request_id
-
-
-NO_EXTRAS = Extras()
-
 P = TypeVar("P", bound=CompletionParams)
 
 
@@ -444,13 +319,3 @@ def split_params(
             generation[name] = value
     fields = cls(**generation).body_fields() if generation else {}
     return fields, Extras(**options) if options else NO_EXTRAS
-
-
-def refuse_batch_request_id(params: Mapping[str, Any]) -> None:
-    """A batch sends many requests, and one id on all of them would make them one."""
-    if params.get("request_id") is not None:
-        raise ValidationError(
-            "request_id",
-            "is one request's id, and a batch sends many: leave it out (each request gets "
-            "its own, in BatchResult.response.request_id)",
-        )

@@ -422,3 +422,11 @@ async def test_an_empty_answer_as_a_turn_is_refused_by_the_next_call(
             await client.chat("mpt30b", [wx.user("hi"), reply.message, wx.user("again")])
     assert caught.value.field == "messages[1].content"
     assert len(router.calls) == 1
+
+
+def test_public_classes_name_the_package_they_are_imported_from() -> None:
+    for name in ("ChatChunk", "ChatResponse", "AsyncClient", "ValidationError", "BatchSuccess"):
+        assert getattr(wx, name).__module__ == "baiduwx_async", name
+    assert "baiduwx_async._" not in repr(wx.ChatChunk)
+    # the annotations still resolve, so answers still decode
+    assert wx.ChatResponse.__attrs_attrs__.usage.type is wx.Usage  # type: ignore[attr-defined]
