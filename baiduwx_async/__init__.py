@@ -45,7 +45,7 @@ from ._errors import (
     ValidationError,
     WenxinError,
 )
-from ._limits import AdaptiveRateLimiter, NoLimit, RateLimiter
+from ._limits import AdaptiveRateLimiter, NoLimit, RateLimiter, TokenRateLimiter
 from ._messages import (
     AssistantMessageParam,
     Function,
@@ -74,6 +74,7 @@ from ._models import (
 from ._params import ChatOptions, CompletionOptions, EmbedOptions, ToolChoice
 from ._retry import RetryPolicy
 from ._streaming import ChatStream, CompletionStream
+from ._token_budget import TokenCharge, TokenEstimator, estimate_tokens
 from ._tokens import (
     AccessToken,
     FileTokenStore,
@@ -141,7 +142,10 @@ __all__ = [
     "StaticToken",
     "StreamError",
     "TimeoutLimit",
+    "TokenCharge",
+    "TokenEstimator",
     "TokenManager",
+    "TokenRateLimiter",
     "TokenStore",
     "ToolChoice",
     "TransportError",
@@ -152,6 +156,7 @@ __all__ = [
     "__version__",
     "assistant",
     "credentials_from_env",
+    "estimate_tokens",
     "function_result",
     "user",
 ]

@@ -9,6 +9,8 @@ own work when thousands are in flight. Imported only when this backend is chosen
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -171,3 +173,14 @@ class AiohttpReply:
             self.response.release()  # read to the end: the connection goes back to the pool
         else:
             self.response.close()  # unread bytes would garble the next answer on it
+
+    def abort(self) -> None:
+        connection = self.response.connection
+        transport = connection.transport if connection is not None else None
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            # asyncio closes the socket itself a loop turn after `close()`; shutting it
+            # down first tells the server now.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.response.close()

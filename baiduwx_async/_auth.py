@@ -109,6 +109,7 @@ class StaticToken:
 
 
 Credentials = OAuthCredentials | IAMCredentials | StaticToken
+"""What `AsyncClient(credentials=...)` takes; `credentials_from_env()` returns one."""
 
 
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials:

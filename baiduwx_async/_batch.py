@@ -129,6 +129,7 @@ class BatchFailure(Generic[I, R]):
 #: `response`, `error` and `unwrap()`, and `ok` tells type checkers which one it is:
 #: in `r.response.result if r.ok else r.error`, `r.response` is the response type.
 BatchResult: TypeAlias = BatchSuccess[I, R] | BatchFailure[I, R]
+"""One input's outcome: `if r.ok:` narrows it to a `BatchSuccess`, else a `BatchFailure`."""
 
 
 @attrs.frozen
@@ -139,11 +140,18 @@ class BatchProgress:
     failed: int
     total: int | None
     elapsed: float
+    #: tokens the answers so far used (their `usage.total_tokens`)
+    tokens: int = 0
 
     @property
     def rate(self) -> float:
         """Items finished per second so far."""
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def tokens_per_minute(self) -> float:
+        """Tokens used per minute so far (to set beside a `tpm` budget)."""
+        return self.tokens * 60.0 / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def eta(self) -> float | None:
@@ -181,6 +189,7 @@ class BatchIterator(Generic[I, R]):
         self._receive: MemoryObjectReceiveStream[BatchResult[I, R]] | None = None
         self._done = 0
         self._failed = 0
+        self._tokens = 0
         self._started_at = 0.0
 
     async def __aenter__(self) -> BatchIterator[I, R]:
@@ -256,12 +265,15 @@ class BatchIterator(Generic[I, R]):
                 self._done += 1
                 self._failed += not result.ok
                 if self._on_progress is not None:
+                    usage = getattr(result.response, "usage", None)
+                    self._tokens += getattr(usage, "total_tokens", 0) or 0
                     self._on_progress(
                         BatchProgress(
                             self._done,
                             self._failed,
                             self._total,
                             time.monotonic() - self._started_at,
+                            self._tokens,
                         )
                     )
                 try:

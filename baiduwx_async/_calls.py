@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -40,15 +41,21 @@ def is_loopback(host: str) -> bool:
 class CallTemplate:
     """What the requests of one call share; `call()` makes each one's `PreparedCall`."""
 
-    __slots__ = ("auth", "policy", "timeout", "url")
+    __slots__ = ("auth", "policy", "timeout", "tokens_for", "url")
 
     def __init__(
-        self, auth: RequestAuth, url: httpx.URL, timeout: httpx.Timeout, policy: RetryPolicy
+        self,
+        auth: RequestAuth,
+        url: httpx.URL,
+        timeout: httpx.Timeout,
+        policy: RetryPolicy,
+        tokens_for: Callable[[dict[str, Any]], int] | None = None,
     ) -> None:
         self.auth = auth
         self.url = url
         self.timeout = timeout
         self.policy = policy
+        self.tokens_for = tokens_for  # the token estimate, with a token budget
 
     def call(
         self, body: dict[str, Any], extras: Extras, request_id: str | None = None
@@ -73,4 +80,5 @@ class CallTemplate:
             headers=headers,
             timeout=self.timeout,
             policy=self.policy,
+            tokens=None if self.tokens_for is None else self.tokens_for(body),
         )

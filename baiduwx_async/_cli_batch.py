@@ -307,13 +307,22 @@ def result_record(item_id: object, result: wx.BatchResult[Any, Any]) -> dict[str
 
 
 class ProgressBar:
-    """A live bar on stderr: done of total, failed, items/s, elapsed and ETA."""
+    """A live bar on stderr: done of total, failed, items/s, tokens/min (when the items
+    carry their usage), elapsed and ETA."""
 
     def __init__(
-        self, total: int | None, console: Console, *, enabled: bool, description: str = "batch"
+        self,
+        total: int | None,
+        console: Console,
+        *,
+        enabled: bool,
+        description: str = "batch",
+        show_tokens: bool = True,
     ) -> None:
+        self.show_tokens = show_tokens
         self.done = 0
         self.failed = 0
+        self.tokens = 0
         self._started = time.monotonic()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -321,13 +330,14 @@ class ProgressBar:
             MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed"),
             TextColumn("{task.fields[rate]:.1f} items/s"),
+            *([TextColumn("{task.fields[tpm]:,.0f} tokens/min")] if show_tokens else []),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
             disable=not enabled,
         )
-        self._task = self._progress.add_task(description, total=total, failed=0, rate=0.0)
+        self._task = self._progress.add_task(description, total=total, failed=0, rate=0.0, tpm=0.0)
 
     @property
     def console(self) -> Console:
@@ -342,10 +352,22 @@ class ProgressBar:
         elapsed = self.elapsed
         return self.done / elapsed if elapsed > 0 else 0.0
 
-    def advance(self, ok: bool) -> None:
+    @property
+    def tokens_per_minute(self) -> float:
+        elapsed = self.elapsed
+        return self.tokens * 60.0 / elapsed if elapsed > 0 else 0.0
+
+    def advance(self, ok: bool, tokens: int = 0) -> None:
         self.done += 1
         self.failed += not ok
-        self._progress.update(self._task, completed=self.done, failed=self.failed, rate=self.rate)
+        self.tokens += tokens
+        self._progress.update(
+            self._task,
+            completed=self.done,
+            failed=self.failed,
+            rate=self.rate,
+            tpm=self.tokens_per_minute,
+        )
 
     def __enter__(self) -> ProgressBar:
         self._started = time.monotonic()
@@ -380,6 +402,7 @@ async def _process(
                 credentials=credentials,
                 max_concurrency=args.concurrency,
                 http_backend=args.http_backend,
+                tpm=None if "rate_limiter" in shared else getattr(args, "tpm", None),
                 **shared,
             )
         )
@@ -395,7 +418,8 @@ async def _process(
                     fatal = result.error
                     break
                 output.write(result_record(item_id, result))
-                bar.advance(result.ok)
+                usage = getattr(result.response, "usage", None)
+                bar.advance(result.ok, getattr(usage, "total_tokens", 0) or 0)
     if fatal is not None:
         raise fatal
 
@@ -403,7 +427,7 @@ async def _process(
 async def _shared_state(
     args: argparse.Namespace, stack: AsyncExitStack
 ) -> tuple[dict[str, Any], tuple[type[Exception], ...]]:
-    """With `--redis`: the client's shared token store and (with `--qps`) rate limiter, both
+    """With `--redis`: the client's shared token store and rate limiter (`--qps`, `--tpm`), both
     checked to answer before the first item (an unreachable Redis stops the run here), and
     the errors that stop the batch."""
     if not args.redis:
@@ -415,10 +439,17 @@ async def _shared_state(
     store = await stack.enter_async_context(RedisTokenStore(args.redis))
     await store.ping()
     shared: dict[str, Any] = {"token_store": store}
-    if args.qps is not None:
-        limiter = await stack.enter_async_context(RedisRateLimiter(args.redis, qps=args.qps))
-        await limiter.ping()
-        shared["rate_limiter"] = limiter
+    # Without --qps the processes still share the adaptive slow-down after rate-limit
+    # answers; with --tpm they share one token budget too (`baiduwx serve` has --rpm as well).
+    limiter = RedisRateLimiter(
+        args.redis,
+        qps=args.qps,
+        rpm=getattr(args, "rpm", None),
+        tpm=getattr(args, "tpm", None),
+    )
+    await stack.enter_async_context(limiter)
+    await limiter.ping()
+    shared["rate_limiter"] = limiter
     # a token fetch lock held elsewhere for lock_timeout would hold up every item alike
     return shared, (*FATAL_ERRORS, RedisLockTimeoutError)
 
@@ -479,7 +510,11 @@ def run_batch(args: argparse.Namespace, process: Process = _process) -> int:
         total = max(0, lines - len(done))
         inputs = BatchInputs(args.input, args.mode, done, warn, shard)
         enabled = console.is_terminal and not args.no_progress
-        bar = ProgressBar(total, console, enabled=enabled, description=args.mode)
+        # an embedding batch's results are vectors, one per text: their usage is not at hand
+        show_tokens = args.mode != "embed"
+        bar = ProgressBar(
+            total, console, enabled=enabled, description=args.mode, show_tokens=show_tokens
+        )
         stopped_early = True  # by an error before any result: the error line says it all
         try:
             with bar:
@@ -516,5 +551,7 @@ def _summary(console: Console, bar: ProgressBar, inputs: BatchInputs, interrupte
     if inputs.invalid:
         parts.append(f"invalid lines: {inputs.invalid}")
     parts += [f"elapsed: {bar.elapsed:.2f} s", f"rate: {bar.rate:.1f} items/s"]
+    if bar.show_tokens:
+        parts.append(f"tokens: {bar.tokens} ({bar.tokens_per_minute:,.0f}/min)")
     prefix = "batch interrupted - " if interrupted else "batch - "
     console.print(prefix + ", ".join(parts), markup=False, highlight=False, soft_wrap=True)

@@ -50,6 +50,7 @@ async def _process(
                 credentials=credentials,
                 max_concurrency=args.concurrency,
                 http_backend=args.http_backend,
+                tpm=None if "rate_limiter" in shared else args.tpm,
                 **shared,
             )
         )

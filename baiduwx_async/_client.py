@@ -46,7 +46,7 @@ from ._embeddings import (
 from ._errors import AuthenticationError, ValidationError
 from ._extras import DEFAULT_TIMEOUT, Extras, as_timeout
 from ._keywords import show_keywords
-from ._limits import AdaptiveRateLimiter, RateLimiter
+from ._limits import AdaptiveRateLimiter, RateLimiter, TokenRateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
     ChatChunk,
@@ -56,6 +56,7 @@ from ._models import (
     CompletionParams,
     CompletionResponse,
     MessageLike,
+    Usage,
     check_endpoint,
     check_messages,
     check_positive_int,
@@ -80,6 +81,7 @@ from ._sender import (
 )
 from ._streaming import ChatStream, ChunkReader, CompletionStream
 from ._telemetry import make_telemetry, traced, traced_stream
+from ._token_budget import TokenCharge, TokenEstimator, estimate_tokens
 from ._tokens import AccessToken, TokenManager, TokenStore
 from ._transport import HttpxTransport, Reply, Transport, make_transport
 
@@ -130,6 +132,8 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.time,
         telemetry: bool = True,
+        tpm: float | None = None,
+        token_estimator: TokenEstimator | None = None,
     ) -> None:
         """Make a client; nothing is sent until the first call. All arguments are keywords:
 
@@ -156,6 +160,13 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         clock: the wall clock (unix seconds) for token expiry and signatures; for tests.
         telemetry: OpenTelemetry spans and metrics for each call when `opentelemetry-api`
             is installed (extra `otel`); `False` turns them off.
+        tpm: a tokens-per-minute budget: each request is charged ahead by an estimate of
+            its tokens (prompt, and the room of the answer: `max_output_tokens`, else
+            1024) and settled by the answer's `usage`; a request whose estimate exceeds
+            the whole budget raises `ValidationError` before it is sent.
+        token_estimator: the estimate, a function of the JSON body about to be sent that
+            returns tokens (default `estimate_tokens`: characters, 1 per CJK ideograph and
+            1 per 3 other characters, leaning high since the difference is given back).
 
         Raises `ValidationError` for a bad value, and `AuthenticationError` when no
         `credentials=` is given and the environment holds none.
@@ -188,6 +199,16 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
             check_positive_int(max_concurrency, "max_concurrency")
         if rate_limiter is not None and (qps is not None or rpm is not None):
             raise ValidationError("rate_limiter", "give either rate_limiter or qps/rpm, not both")
+        if rate_limiter is not None and tpm is not None:
+            raise ValidationError("tpm", "give it to your rate_limiter (it keeps the budget)")
+        limiter = rate_limiter or AdaptiveRateLimiter(qps=qps, rpm=rpm, tpm=tpm)
+        # Requests are estimated only with a token budget: nothing is added to calls without.
+        budget = limiter if isinstance(limiter, TokenRateLimiter) else None
+        self._estimate: TokenEstimator | None = None
+        if budget is not None and budget.tpm is not None:
+            self._estimate = token_estimator or estimate_tokens
+        elif token_estimator is not None:
+            raise ValidationError("token_estimator", "needs a token budget (tpm=...)")
         transport: Transport
         # The most requests that can be on the wire at once (None: the caller's pool decides)
         self._capacity = max_concurrency
@@ -201,12 +222,14 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
             transport = HttpxTransport(client=http_client)
         self._sender = Sender(
             transport,
-            limiter=rate_limiter or AdaptiveRateLimiter(qps=qps, rpm=rpm),
+            limiter=limiter,
             max_in_flight=max_concurrency,
             max_response_bytes=check_positive_int(max_response_bytes, "max_response_bytes"),
             clock=clock,
             base_url_setting=base_url_setting(base_url),
         )
+        if self._estimate is not None:
+            self._sender.budget = budget
         self._credentials = credentials
         self._tokens: TokenManager | None = None
         self._auth: RequestAuth
@@ -402,7 +425,18 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         if extras.max_retries is not None:
             policy = attrs.evolve(policy, max_retries=extras.max_retries)
         timeout = self._timeout if extras.timeout is None else extras.timeout
-        return CallTemplate(self._auth, url, timeout, policy)
+        tokens_for = None if self._estimate is None else self._tokens_for
+        return CallTemplate(self._auth, url, timeout, policy, tokens_for)
+
+    def _tokens_for(self, body: dict[str, Any]) -> int:
+        """The estimated tokens of a request, refused if it could never fit the budget."""
+        assert self._estimate is not None and self._sender.budget is not None
+        tokens = self._estimate(body)
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise ValidationError("token_estimator", "must return a whole number >= 0", tokens)
+        field = "messages" if "messages" in body else "prompt" if "prompt" in body else "input"
+        self._sender.budget.check_tokens(tokens, field)
+        return tokens
 
     def _model_url(self, kind: protocol.Kind, endpoint: str) -> httpx.URL:
         # Parsing a URL is the dearest step of building a request: parse each route once.
@@ -419,9 +453,20 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         call: PreparedCall,
         first_chunk: Callable[[Reply, str | None], Awaitable[tuple[ChunkReader[C], C | None]]],
     ) -> tuple[ChunkReader[C], C | None]:
-        reader, first = (await self._sender.send(call, prime=first_chunk)).data
+        answer = await self._sender.send(call, prime=first_chunk)
+        reader, first = answer.data
         reader.on_close = self._sender.release  # an open stream holds its place in flight
+        reader.on_abort = self._sender.close_later
+        if answer.charge is not None:
+            reader.on_end = partial(self._settle_stream, answer.charge)
         return reader, first
+
+    async def _settle_stream(self, charge: TokenCharge, usage: Usage | None, ended: bool) -> None:
+        """A stream's tokens: its last usage once it ended; closed early, the last usage it
+        carried (partial, the service counts what it generated), else the estimate."""
+        assert self._sender.budget is not None
+        used = usage.total_tokens if usage is not None else 0
+        await self._sender.budget.settle(charge, used if ended or used > 0 else charge.tokens)
 
     async def _fetch_token(self) -> AccessToken:
         assert isinstance(self._credentials, OAuthCredentials)

@@ -103,6 +103,7 @@ class TransportError(WenxinError):
 
 #: The four limits of an `httpx.Timeout`, the names `RequestTimeoutError.limit` takes.
 TimeoutLimit = Literal["connect", "read", "write", "pool"]
+"""Which limit of an `httpx.Timeout` expired: `RequestTimeoutError.limit`."""
 
 
 class RequestTimeoutError(TransportError, TimeoutError):
@@ -140,7 +141,7 @@ class ProtocolError(WenxinError):
 
 
 class StreamError(ProtocolError):
-    """A stream broke its framing: a chunk that is not JSON, a gap, or no `is_end` chunk.
+    """A stream broke its framing: a chunk that is not a JSON object, or no `is_end` chunk.
 
     `retryable` is true when the stream broke before any chunk reached the caller.
     """

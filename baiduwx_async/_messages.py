@@ -56,6 +56,8 @@ class FunctionCallParam(_FunctionCallRequired, total=False):
 
 
 class UserMessageParam(TypedDict):
+    """A user turn as a plain dict: `{"role": "user", "content": "..."}`."""
+
     role: Literal["user"]
     content: str
 
@@ -66,16 +68,21 @@ class _AssistantRequired(TypedDict):
 
 
 class AssistantMessageParam(_AssistantRequired, total=False):
+    """An assistant turn as a plain dict; `function_call` when the model asked for a call."""
+
     function_call: FunctionCallParam | FunctionCall
 
 
 class FunctionMessageParam(TypedDict):
+    """A function's result as a plain dict: `{"role": "function", "name": ..., "content": ...}`."""
+
     role: Literal["function"]
     name: str
     content: str
 
 
 MessageParam = UserMessageParam | AssistantMessageParam | FunctionMessageParam
+"""Any turn as a plain dict, checked by type checkers (a wrong role or key is an error)."""
 
 
 class _FunctionRequired(TypedDict):
@@ -203,10 +210,10 @@ class Message:
     function_call: FunctionCall | None = None
 
 
-#: One turn of `messages=`: a `Message` (`wx.user("...")`, `wx.assistant("...")`) or a
-#: plain dict of the same shape, `{"role": "user", "content": "..."}`, which type checkers
-#: check against the `*MessageParam` TypedDicts (a wrong role or key is caught).
 MessageLike = Message | MessageParam
+"""One turn of `messages=`: a `Message` (`wx.user("...")`, `wx.assistant("...")`) or a
+plain dict of the same shape, `{"role": "user", "content": "..."}`, which type checkers
+check against the `*MessageParam` TypedDicts (a wrong role or key is caught)."""
 
 
 def user(text: str) -> Message:

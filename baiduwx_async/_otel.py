@@ -324,14 +324,21 @@ def _error_type(error: BaseException) -> str:
 
 
 def _request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of a call as span attributes. Read before the call checks them, so a
+    value of the wrong type is skipped here (the call then raises its `ValidationError`)
+    rather than break the call from inside its telemetry."""
     found: dict[str, Any] = {}
     for name, value in kwargs.items():
         if value is None:
             continue
         key = REQUEST_ATTRIBUTES.get(name)
         if key is not None:
-            found[key] = [str(v) for v in value] if name == "stop" else value
-        elif name == "response_format" and value in OUTPUT_TYPES:
+            if name == "stop":
+                if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+                    found[key] = list(value)
+            elif isinstance(value, str | int | float):  # bool is an int: also fine
+                found[key] = value
+        elif name == "response_format" and isinstance(value, str) and value in OUTPUT_TYPES:
             found["gen_ai.output.type"] = OUTPUT_TYPES[value]
     return found
 

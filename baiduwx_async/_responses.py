@@ -137,7 +137,9 @@ class CompletionResponse(_Answer):
     is_safe: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+# Not slotted: a stream builds thousands of chunks, and an instance dict is set in one
+# step (`_chunks`), where slots take one call per field.
+@attrs.frozen(kw_only=True, slots=False)
 class _Chunk:
     id: str
     object: str
@@ -154,7 +156,7 @@ class _Chunk:
     raw: RawJSON = attrs.field(factory=lambda: RawJSON({}), repr=False, eq=False)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class ChatChunk(_Chunk):
     """One sentence of a streamed chat answer; `result` is the new text only. A
     `function_call` may come in any chunk (usually the last)."""
@@ -163,7 +165,7 @@ class ChatChunk(_Chunk):
     search_info: SearchInfo | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class CompletionChunk(_Chunk):
     """One sentence of a streamed completion; `result` is the new text only."""
 

@@ -27,14 +27,17 @@ from ._errors import (
     TransportError,
     WenxinError,
 )
-from ._limits import RateLimiter
+from ._limits import RateLimiter, TokenRateLimiter
 from ._models import RateLimitInfo
 from ._retry import RetryPolicy, note_attempt
+from ._token_budget import TokenCharge
 from ._transport import OutgoingRequest, Reply, Transport, location, origin
 
 __all__ = ["Answer", "PreparedCall", "Sender", "install_log_redaction"]
 
 logger = logging.getLogger("baiduwx_async")
+
+TPM_LIMIT_CODE = 336502  #: the service's "tokens per minute exceeded"
 
 P = TypeVar("P")
 
@@ -46,7 +49,7 @@ class PreparedCall:
     """Everything about a call that stays the same from one attempt to the next."""
 
     # Plain slotted classes here and below: one of each is made per call.
-    __slots__ = ("auth", "content", "headers", "policy", "timeout", "url")
+    __slots__ = ("auth", "content", "headers", "policy", "timeout", "tokens", "url")
 
     def __init__(
         self,
@@ -57,8 +60,10 @@ class PreparedCall:
         policy: RetryPolicy,
         timeout: httpx.Timeout,
         auth: RequestAuth | None = None,
+        tokens: int | None = None,
     ) -> None:
         self.url = url
+        self.tokens = tokens  # estimated tokens, charged to the token budget (None: none)
         self.content = content
         self.headers = headers
         self.policy = policy
@@ -79,7 +84,7 @@ class Answer:
     read of it), its headers (lower-case names), the request id the server echoed or we
     sent, its rate-limit headers and its body (empty for a stream)."""
 
-    __slots__ = ("body", "data", "headers", "ratelimit", "request_id", "status_code")
+    __slots__ = ("body", "charge", "data", "headers", "ratelimit", "request_id", "status_code")
 
     def __init__(
         self,
@@ -96,6 +101,7 @@ class Answer:
         self.request_id = request_id
         self.ratelimit = ratelimit
         self.body = body
+        self.charge: TokenCharge | None = None  # a stream's token charge, settled at its end
 
 
 class Sender:
@@ -118,8 +124,11 @@ class Sender:
         self.closed = False
         self.max_response_bytes = max_response_bytes
         self.limiter = limiter
+        #: the limiter again when it has a token budget (calls then carry `tokens`)
+        self.budget: TokenRateLimiter | None = None
         self._slots = anyio.Semaphore(max_in_flight) if max_in_flight else None
         self._clock = clock
+        self._to_close: list[Callable[[], Awaitable[None]]] = []
         #: Told of each retry (attempt, error, wait) by telemetry; None when it is off.
         self.on_retry: Callable[[int, BaseException, float], None] | None = None
 
@@ -139,6 +148,8 @@ class Sender:
         """
         if self.closed:
             raise RuntimeError("this client is closed; make a new AsyncClient")
+        if self._to_close:
+            await self._close_dropped()
         policy = call.policy
         retries = 0
         replayed = False
@@ -150,7 +161,10 @@ class Sender:
                 logger.debug(
                     "%s %s attempt %d", request.method, protocol.redact(request.url), retries + 1
                 )
-            if self.limiter is not None and call.auth is not None:
+            charge = None
+            if call.tokens is not None and self.budget is not None:
+                charge = await self.budget.acquire_tokens(call.tokens)
+            elif self.limiter is not None and call.auth is not None:
                 await self.limiter.acquire()
             if self._slots is not None:
                 try:
@@ -174,7 +188,9 @@ class Sender:
                             await reply.aclose()
                         raise
                     keep_slot = True  # until the stream closes
-                    return Answer(reply.status_code, primed, headers, request_id, ratelimit, b"")
+                    answer = Answer(reply.status_code, primed, headers, request_id, ratelimit, b"")
+                    answer.charge = charge
+                    return answer
                 body = await reply.read(self.max_response_bytes)
             except (APIError, TransportError, ProtocolError) as exc:  # also from `prime`
                 error = exc
@@ -190,11 +206,17 @@ class Sender:
                 )
                 ratelimit = await self._feedback(found, headers)
                 if found is None:
+                    if charge is not None:
+                        await self.settle(charge, data)
                     return Answer(reply.status_code, data, headers, request_id, ratelimit, body)
                 error = found
             finally:
                 if not keep_slot:
                     self.release()
+            if charge is not None:  # refused or failed: the service counts nothing
+                assert self.budget is not None
+                throttled = isinstance(error, APIError) and error.code == TPM_LIMIT_CODE
+                await self.budget.settle(charge, 0, throttled=throttled)
             if (
                 call.auth is not None
                 and isinstance(error, APIError)
@@ -218,6 +240,16 @@ class Sender:
             await anyio.sleep(delay)
             retries += 1
 
+    async def settle(self, charge: TokenCharge, data: Any) -> None:
+        """Settle a token charge by the `usage` of an answer (kept as charged without one)."""
+        assert self.budget is not None
+        usage = data.get("usage") if isinstance(data, dict) else None
+        used = usage.get("total_tokens") if isinstance(usage, dict) else None
+        if isinstance(used, int) and not isinstance(used, bool) and used >= 0:
+            await self.budget.settle(charge, used)
+        else:
+            await self.budget.settle(charge, charge.tokens)
+
     def _explain(self, error: TransportError, request: OutgoingRequest, attempts: int) -> None:
         """Complete a connection failure's message: where, how many tries, what to change."""
         error.url = error.url or location(request.url)
@@ -240,6 +272,17 @@ class Sender:
         """Give back the place in flight a request (or an open stream) held."""
         if self._slots is not None:
             self._slots.release()
+
+    def close_later(self, close: Callable[[], Awaitable[None]]) -> None:
+        """A stream whose loop was left cut its connection without awaiting (nothing may
+        await there): the next request closes its response, which frees its places."""
+        self._to_close.append(close)
+
+    async def _close_dropped(self) -> None:
+        closes, self._to_close = self._to_close, []
+        with anyio.CancelScope(shield=True):
+            for close in closes:
+                await close()
 
     async def _feedback(self, error: WenxinError | None, headers: dict[str, str]) -> RateLimitInfo:
         """Tell the limiter how the answer went; returns the answer's rate-limit headers."""

@@ -144,7 +144,15 @@ class SSEDecoder:
             for line in lines:
                 if not line:
                     continue
-                if line[:5] == b"data:":
+                if line[:6] == b"data: " and not line[6:7].isspace():
+                    # The usual form, one space after the colon: one copy, not two.
+                    value = line[6:]
+                    if value[:1] == b"[" and value.rstrip() == b"[DONE]":
+                        self.done = True
+                        break
+                    events.append(_new_event(SSEEvent, (value.decode(), event, False)))
+                    event = None
+                elif line[:5] == b"data:":
                     value = line[5:].lstrip()
                     if value.rstrip() == b"[DONE]":
                         self.done = True

@@ -11,6 +11,8 @@ know which one runs.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -92,6 +94,11 @@ class Reply(Protocol):
 
     async def aclose(self) -> None:
         """Give the connection back, or close it if the body was not read to its end."""
+        ...
+
+    def abort(self) -> None:
+        """Cut the connection now, without awaiting: the server sees it closed at once.
+        `aclose()` must still follow; it frees what is left."""
         ...
 
 
@@ -322,6 +329,19 @@ class HttpxReply:
         if on_close is not None:
             on_close()
         await self.response.aclose()
+
+    def abort(self) -> None:
+        response = self.response
+        # HTTP/2 carries other requests on the same socket: only HTTP/1 is cut here.
+        if response.is_closed or response.extensions.get("http_version") == b"HTTP/2":
+            return
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            # Shut down, not closed: the descriptor stays valid for the event loop, which
+            # still watches it until `aclose()` closes it.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def make_transport(backend: str, pool_size: int, timeout: httpx.Timeout) -> Transport:

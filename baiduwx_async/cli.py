@@ -4,9 +4,10 @@
 baiduwx chat ENDPOINT [PROMPT]          stream an answer; without PROMPT, a conversation
 baiduwx complete ENDPOINT PROMPT        stream a completion
 baiduwx batch ENDPOINT IN.jsonl -o OUT.jsonl [--chat|--complete] [--concurrency N] [--qps Q]
-              [--redis URL] [--shard I/N]
+              [--tpm T] [--redis URL] [--shard I/N]
 baiduwx embed ENDPOINT IN.jsonl -o OUT.jsonl [--texts-per-request K] (and batch's run options)
 baiduwx emulator [--host H] [--port P] [--config FILE]
+baiduwx serve --model NAME=KIND:ENDPOINT ... [--host H] [--port P]   an OpenAI-compatible API
 baiduwx demo                            everything above against an in-process emulator
 ```
 
@@ -138,12 +139,17 @@ def _run_complete(args: argparse.Namespace) -> int:
 
 def _run_batch(args: argparse.Namespace) -> int:
     from ._cli_batch import run_batch
+    from ._cli_secrets import REDIS_URL_ENV, url_option
 
+    args.redis = url_option(args.redis, option="--redis", env=REDIS_URL_ENV)
     return run_batch(args)
 
 
 def _run_embed(args: argparse.Namespace) -> int:
     from ._cli_embed import run_embed
+    from ._cli_secrets import REDIS_URL_ENV, url_option
+
+    args.redis = url_option(args.redis, option="--redis", env=REDIS_URL_ENV)
 
     return run_embed(args)
 
@@ -257,9 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests in flight at most (default 16)")  # fmt: skip
     batch.add_argument("--qps", type=_positive_float, metavar="Q",
                        help="requests started per second at most")  # fmt: skip
+    batch.add_argument("--tpm", type=_positive_float, metavar="T",
+                       help="tokens per minute at most: each request is charged its "
+                       "estimated tokens ahead and settled by its answer's usage")  # fmt: skip
     batch.add_argument("--redis", metavar="URL",
-                       help="share the token and the --qps quota with every run using this "
-                       "Redis (redis://[:password@]host:port/db; extra 'redis')")  # fmt: skip
+                       help="share the token, the --qps/--tpm quotas and the slow-down after "
+                       "rate-limit answers with every run using this "
+                       "Redis (redis://[:password@]host:port/db; extra 'redis'); default "
+                       "$BAIDUWX_REDIS_URL, the place for a URL with a password")  # fmt: skip
     batch.add_argument("--shard", type=_shard, metavar="I/N",
                        help="run only shard I of N (1-based): the ids whose stable hash "
                        "falls to it, so N runs split one INPUT without overlap")  # fmt: skip
@@ -286,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--texts-per-request", type=_positive_int, default=None, metavar="K",
                        help="texts sent in one request (default 16, and 1 for tao_8k)")  # fmt: skip
     for action in batch._actions:  # the same run options as batch
-        if action.dest in ("concurrency", "qps", "redis", "shard", "http_backend", "no_progress"):
+        if action.dest in (
+            "concurrency", "qps", "tpm", "redis", "shard", "http_backend", "no_progress"
+        ):  # fmt: skip
             embed._add_action(action)
     embed.set_defaults(run=_run_embed, mode="embed")
 
@@ -298,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     emulator.set_defaults(run=_run_emulator)
+
+    from ._cli_serve import add_parser as add_serve_parser
+
+    add_serve_parser(commands, _positive_int, _positive_float)
 
     demo = commands.add_parser(
         "demo", help="a tour against an in-process emulator (no credentials, no network)"

@@ -91,7 +91,7 @@ async def _sdk(url: str, items: list[str], budget: float) -> dict:
         results = await asyncio.wait_for(
             completion.abatch_do(items, worker_num=CONCURRENCY), timeout=budget
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return {"ok": 0, "failed": 0, "timed_out": True}
     failed = sum(isinstance(r, Exception) for r in results)
     return {"ok": len(results) - failed, "failed": failed, "timed_out": False}

@@ -54,6 +54,7 @@ def parsing(quick: bool) -> tuple[Table, dict]:
     parsers = {
         "floor (split + json.loads)": streaming.parse_floor,
         "baiduwx_async SSEDecoder": streaming.parse_ours,
+        "baiduwx_async chat_stream (end to end)": streaming.parse_client,
     }
     httpx_sse = streaming.make_httpx_sse()
     if httpx_sse is not None:

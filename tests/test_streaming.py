@@ -203,10 +203,9 @@ async def test_mid_stream_error_after_a_chunk_is_raised_not_retried(
     [
         (sse([chunk(0, "a"), chunk(1, "b")]), "without an is_end"),
         (sse([chunk(0, "a"), "data: {not json"]), "not JSON"),
-        (
-            sse([chunk(0, "a"), chunk(2, "b"), chunk(1, "c", end=True)]),
-            "sentence_id went from 2 to 1",
-        ),
+        (sse([chunk(0, "a"), "data: [1, 2]"]), "not a JSON object"),
+        (sse([chunk(0, "a"), "data: " + json.dumps({**chunk(1, "b"), "result": 7})]), "result"),
+        (sse([chunk(0, "a"), "data: " + json.dumps({**chunk(1, "b"), "is_end": "yes"})]), "is_end"),
         (sse([chunk(0, "a"), "garbage line"]), "not JSON"),
         (sse([chunk(0, "a"), '{"no": "error code"}']), "without 'data:'"),
     ],
@@ -237,11 +236,14 @@ async def test_stream_error_excerpt_is_short_and_redacted(router: respx.MockRout
 
 async def test_done_marker_ends_the_stream(router: respx.MockRouter) -> None:
     body = sse([chunk(0, "a"), chunk(1, "b"), "data: [DONE]", chunk(2, "never")])
-    router.post(CHAT_URL).mock(return_value=event_stream(RecordingStream([body])))
+    recorder = RecordingStream([body])
+    router.post(CHAT_URL).mock(return_value=event_stream(recorder))
     async with make_client(credentials=wx.StaticToken(TOKEN)) as client:
-        with pytest.raises(wx.StreamError, match="is_end"):
-            async for _ in client.chat_stream("mpt30b", [wx.user("hi")]):
-                pass
+        async with client.chat_stream("mpt30b", [wx.user("hi")]) as stream:
+            assert [c.result async for c in stream] == ["a", "b"]
+            assert stream.finished
+            assert recorder.closed
+        assert (await client.chat_stream("mpt30b", [wx.user("hi")]).collect()).result == "ab"
 
 
 async def test_comments_and_event_lines_are_tolerated(router: respx.MockRouter) -> None:

@@ -783,3 +783,22 @@ def test_the_readme_telemetry_example_prints_its_spans() -> None:
     assert '"name": "text_completion pythia12b"' in done.stdout
     assert '"kind": "SpanKind.CLIENT"' in done.stdout
     assert '"gen_ai.response.time_to_first_chunk"' in done.stdout
+
+
+async def test_bad_parameters_still_raise_validation_error_under_telemetry(
+    anyio_backend: str, otel: Telemetry
+) -> None:
+    """Telemetry reads the parameters before the call checks them: a value of the wrong
+    type must reach the call's own check, not break inside the span's attributes."""
+    bad: list[dict[str, Any]] = [
+        {"response_format": {"type": "json_object"}},
+        {"stop": 3},
+        {"stop": ["ok", 3]},
+        {"temperature": "hot"},
+    ]
+    client = wx.AsyncClient(credentials=wx.StaticToken("t"), base_url="http://127.0.0.1:9")
+    async with client:
+        for keywords in bad:
+            with pytest.raises(wx.ValidationError):
+                await client.chat("mpt30b", [wx.user("hi")], **keywords)
+    assert all(span.status.status_code is StatusCode.ERROR for span in otel.spans())

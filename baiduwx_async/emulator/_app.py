@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -16,7 +15,7 @@ from ._model import ModelRoute, UnknownRoute
 from ._wire import Receive, Scope, Send, dumps
 
 if TYPE_CHECKING:
-    from ._emulator import Emulator
+    from ._core import EmulatorState
 
 __all__ = ["MODEL_PREFIX", "EmulatorApp", "build_app"]
 
@@ -67,7 +66,7 @@ def _json(value: object, status: int = 200) -> Response:
     return Response(dumps(value), status_code=status, media_type="application/json")
 
 
-def build_app(emulator: Emulator) -> EmulatorApp:
+def build_app(emulator: EmulatorState) -> EmulatorApp:
     """The ASGI app serving `emulator`."""
 
     async def token(request: Request) -> Response:
@@ -142,8 +141,3 @@ def build_app(emulator: Emulator) -> EmulatorApp:
         Route("/{path:path}", UnknownRoute(emulator)),
     ]
     return EmulatorApp(routes, model_routes)
-
-
-def session_key(raw: bytes) -> str:
-    """A session_key-looking string (base64 text) for the token answer."""
-    return base64.b64encode(raw).decode().rstrip("=")

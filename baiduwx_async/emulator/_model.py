@@ -22,9 +22,10 @@ from ._embeddings import EmbeddingRequest, embedding_body, parse_embedding_reque
 from ._ernie import ernie_body, shape_answer
 from ._stream import StreamWriter
 from ._text import Answer, generate
-from ._validate import Failure, ParsedRequest, parse_request
+from ._validate import ParsedRequest, parse_request
 from ._wire import (
     ASGIApp,
+    Failure,
     Headers,
     Receive,
     Scope,
@@ -37,7 +38,7 @@ from ._wire import (
 )
 
 if TYPE_CHECKING:
-    from ._emulator import Emulator
+    from ._core import EmulatorState
 
 __all__ = ["ModelRoute", "UnknownRoute"]
 
@@ -65,7 +66,7 @@ class _Call:
 
     __slots__ = ("outcome", "request_id", "started")
 
-    def __init__(self, scope: Scope, emulator: Emulator) -> None:
+    def __init__(self, scope: Scope, emulator: EmulatorState) -> None:
         self.outcome = "cancelled"
         self.started = False  # the answer's http.response.start was (being) sent
         request_id = None
@@ -77,7 +78,7 @@ class _Call:
 
 
 class _Base:
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: EmulatorState) -> None:
         self._emu = emulator
 
     def _headers(self, call: _Call, content_type: bytes, *, limits: bool = True) -> Headers:
@@ -123,7 +124,7 @@ class ModelRoute(_Base):
     """POST /rpc/2.0/ai_custom/v1/wenxinworkshop/{kind}/{endpoint}; `kind` is "chat",
     "completions" or "embeddings"."""
 
-    def __init__(self, emulator: Emulator, kind: str) -> None:
+    def __init__(self, emulator: EmulatorState, kind: str) -> None:
         super().__init__(emulator)
         self._kind = kind
         self._object = "chat.completion" if kind == "chat" else "completion"

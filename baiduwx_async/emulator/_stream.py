@@ -11,7 +11,7 @@ from ._validate import ParsedRequest
 from ._wire import Headers, Receive, Send, dumps
 
 if TYPE_CHECKING:
-    from ._emulator import Emulator
+    from ._core import EmulatorState
 
 __all__ = ["StreamWriter"]
 
@@ -28,7 +28,7 @@ class StreamWriter:
 
     def __init__(
         self,
-        emulator: Emulator,
+        emulator: EmulatorState,
         receive: Receive,
         send: Send,
         object_name: str,

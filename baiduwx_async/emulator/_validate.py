@@ -17,7 +17,7 @@ from ._ernie import ErnieFields, check_ernie
 from ._text import count_tokens
 from ._wire import Failure
 
-__all__ = ["Failure", "ParsedRequest", "parse_request"]
+__all__ = ["ParsedRequest", "parse_request"]
 
 _INVALID_ARGUMENT = "Invalid Argument"
 
@@ -76,8 +76,6 @@ def _check_message_types(messages: list[Any]) -> Failure | None:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             return Failure(336001, _INVALID_ARGUMENT)
         content = message.get("content")
-        if len(message) == 2 and isinstance(content, str):
-            continue  # {role, content}: the common case
         # an assistant turn that calls a function may leave its content out
         if not isinstance(content, str) and not (content is None and "function_call" in message):
             return Failure(336001, _INVALID_ARGUMENT)
@@ -124,16 +122,10 @@ def _check_messages(messages: object, max_question: int, max_total: int) -> Fail
         return Failure(336003, "the length of messages must be an odd number")
     total = 0
     for index, message in enumerate(messages):
-        content = message.get("content")
-        if not (
-            message["role"] == ("assistant" if index % 2 else "user")
-            and "function_call" not in message
-            and content.strip()
-        ):  # not a plain, non-blank user or assistant turn: the full rules
-            failure = _check_turn(index, message)
-            if failure is not None:
-                return failure
-        total += len(content or "")
+        failure = _check_turn(index, message)
+        if failure is not None:
+            return failure
+        total += len(message.get("content") or "")
     if len(messages[-1]["content"]) > max_question:
         return Failure(336003, f"the max length of current question is {max_question}")
     if total > max_total:

@@ -19,14 +19,14 @@ if TYPE_CHECKING:
 
 __all__ = ["ASGI_BASE_URL", "INSTANT_RETRIES", "RunningEmulator", "run_emulator"]
 
-#: The base URL of clients of an emulator in ASGI mode (`run_emulator(asgi=True)`).
 ASGI_BASE_URL = "http://emulator.localhost"
+"""The base URL of clients of an emulator in ASGI mode (`run_emulator(asgi=True)`)."""
 
-#: Retries without waiting: as many attempts as the default policy, no backoff and no
-#: `Retry-After` wait, for tests that inject faults. `AsyncClient(retry_policy=...)`;
-#: a `RunningEmulator.client()` given it (and no qps, rpm or rate_limiter) also skips the
-#: client's slow-down after rate-limit answers.
 INSTANT_RETRIES = RetryPolicy(initial_backoff=0.0, max_backoff=0.0, max_wait=0.0)
+"""Retries without waiting: as many attempts as the default policy, no backoff and no
+`Retry-After` wait, for tests that inject faults. `AsyncClient(retry_policy=...)`; a
+`RunningEmulator.client()` given it (and no qps, rpm or rate_limiter) also skips the
+client's slow-down after rate-limit answers."""
 _PACING = frozenset(("qps", "rpm", "rate_limiter"))
 
 

@@ -4,8 +4,9 @@ cast or an assert."""
 
 from __future__ import annotations
 
+from typing import assert_type
+
 import httpx
-from typing_extensions import assert_type
 
 import baiduwx_async as wx
 
