@@ -17,6 +17,8 @@ import anyio
 import pytest
 
 import baiduwx_async as wx
+from baiduwx_async.emulator import Emulator, EmulatorConfig, serve
+from baiduwx_async.emulator._wire import Receive, Scope, Send
 from baiduwx_async.testing import RunningEmulator, run_emulator
 
 from .support import FakeClock
@@ -205,6 +207,46 @@ async def test_concurrent_calls_with_an_expired_token_share_one_refresh() -> Non
     assert outcomes["ok"] == 21
     assert 1 <= outcomes["error_111"] <= 20
     assert set(outcomes) == {"ok", "error_111"}
+
+
+async def test_a_111_arriving_after_the_refresh_finished_refreshes_nothing() -> None:
+    """A call sent with the old token is held at the server while another call gets 111,
+    refreshes and succeeds; when the held call's 111 comes back, the token it was refused
+    for is no longer current: it is replayed with the new one, and nothing is fetched."""
+    clock = FakeClock()
+    emulator = Emulator(EmulatorConfig(seed=1, token_lifetime=3600), clock=clock)
+    held, release = anyio.Event(), anyio.Event()
+    inner = emulator.app
+
+    async def holding(scope: Scope, receive: Receive, send: Send) -> None:
+        if (b"request_id", b"late") in scope.get("headers", []):
+            held.set()
+            await release.wait()
+        await inner(scope, receive, send)
+
+    emulator.app = holding  # type: ignore[assignment]
+    async with serve(emulator) as base_url:
+        options = {"retry_policy": FAST, "timeout": 10.0, **CLIENT_DEFAULTS}
+        credentials = wx.OAuthCredentials(*next(iter(emulator.config.credentials.items())))
+        async with wx.AsyncClient(credentials=credentials, base_url=base_url, **options) as client:
+            await client.chat(ENDPOINT, MESSAGES)  # the first token
+            clock.now += 3601  # the server's clock runs ahead: that token is expired there
+            late: list[wx.ChatResponse] = []
+
+            async def call_late() -> None:
+                late.append(await client.chat(ENDPOINT, MESSAGES, request_id="late"))
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(call_late)
+                    await held.wait()  # sent with the old token
+                    await client.chat(ENDPOINT, MESSAGES)  # 111, the one refresh, replayed
+                    assert emulator.stats()["token_requests"] == 2
+                    release.set()
+    assert len(late) == 1
+    stats = emulator.stats()
+    assert stats["token_requests"] == 2, "the late 111 fetched a second token"
+    assert stats["endpoints"] == {f"chat/{ENDPOINT}": {"ok": 3, "error_111": 2}}
 
 
 async def test_token_is_replaced_before_it_expires_when_the_clocks_agree() -> None:
