@@ -3,18 +3,17 @@ against the emulator exactly as written (its placeholder keys are the emulator's
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from .processes import emulator_process, run
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
@@ -40,49 +39,12 @@ def test_every_python_block_compiles(index: int) -> None:
 
 @pytest.fixture
 def emulator_url(tmp_path: Path) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = tmp_path / "emulator.json"
-    config.write_text(json.dumps({"credentials": {"api-key": "secret-key"}}))
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "baiduwx_async.emulator",
-            "--port",
-            str(port),
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/_emulator/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the emulator did not start"
-                time.sleep(0.1)
+    with emulator_process(tmp_path, {"credentials": {"api-key": "secret-key"}}) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def run_block(source: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", source],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run([sys.executable, "-c", source], env=env)
 
 
 def test_the_quick_start_runs_as_written(emulator_url: str) -> None:

@@ -38,7 +38,9 @@ from baiduwx_async.redis import (
     redact_url,
 )
 
-from .redis_server import EmulatorProcess, RedisServer, free_port
+from .processes import read_all, refused_port
+from .redis_server import EmulatorProcess, RedisServer
+from .secret_guard import saw
 
 pytestmark = pytest.mark.anyio
 
@@ -266,7 +268,11 @@ async def test_a_cancelled_waiter_hands_its_slot_back(redis_url: str) -> None:
 
 
 async def test_unreachable_redis_at_first_use_is_a_clear_error() -> None:
-    url = f"redis://:hunter2-redis-pw@127.0.0.1:{free_port()}/0"
+    with refused_port() as port:
+        await unreachable_redis_at_first_use(f"redis://:hunter2-redis-pw@127.0.0.1:{port}/0")
+
+
+async def unreachable_redis_at_first_use(url: str) -> None:
     async with (
         RedisTokenStore(url, timeout=0.5) as store,
         RedisRateLimiter(url, qps=5, timeout=0.5) as limiter,
@@ -608,6 +614,7 @@ def test_eight_processes_share_one_qps(
                 )
             )
         outputs = [p.communicate(timeout=40) for p in processes]
+        saw(*(text for pair in outputs for text in pair))
     finally:
         for p in processes:
             if p.poll() is None:
@@ -668,7 +675,7 @@ def test_eight_cold_processes_fetch_one_token_and_refresh_once(
             env=emulator.env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(8)
@@ -712,8 +719,7 @@ def test_eight_cold_processes_fetch_one_token_and_refresh_once(
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-            if p.stdout is not None:
-                p.stdout.close()
+            saw(read_all(p.stdout), read_all(p.stderr))
 
 
 def test_redis_stopped_in_the_middle_of_a_cli_run(
@@ -745,6 +751,7 @@ def test_redis_stopped_in_the_middle_of_a_cli_run(
         own_redis.stop()
         emulator.post("revoke")  # new tokens are needed while Redis is away
         results = [p.communicate(timeout=30) for p in processes]  # no hang
+        saw(*(text for pair in results for text in pair))
     finally:
         for p in processes:
             if p.poll() is None:
@@ -770,13 +777,14 @@ def test_cli_with_unreachable_redis_stops_before_any_item(
         monkeypatch.setenv(name, value)
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_input(source, 5)
-    url = f"redis://:hunter2-redis-pw@127.0.0.1:{free_port()}/0"
-    code = main(
-        [
-            *["batch", "pythia12b", str(source), "-o", str(out), "--complete"],
-            *["--redis", url, "--qps", "5", "--no-progress"],
-        ]
-    )
+    with refused_port() as port:
+        url = f"redis://:hunter2-redis-pw@127.0.0.1:{port}/0"
+        code = main(
+            [
+                *["batch", "pythia12b", str(source), "-o", str(out), "--complete"],
+                *["--redis", url, "--qps", "5", "--no-progress"],
+            ]
+        )
     err = capsys.readouterr().err
     assert code == 1
     assert "error: Redis at redis://:***@127.0.0.1:" in err and "unavailable" in err
