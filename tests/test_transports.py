@@ -216,7 +216,8 @@ async def test_silence_is_a_timeout(backend: str) -> None:
                 await client.chat("mpt30b", MESSAGES)
             elapsed = anyio.current_time() - started
     assert len(server.requests) == 2
-    assert 0.4 <= elapsed < 3
+    # two silences of 0.2 s at least; the upper bound only tells a timeout from a hang
+    assert 0.4 <= elapsed < 10
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
