@@ -34,3 +34,13 @@ def token_route(router: respx.MockRouter) -> respx.Route:
         return httpx.Response(200, json=token_body())
 
     return router.post(TOKEN_URL).mock(side_effect=answer)
+
+
+@pytest.fixture
+def http_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The HTTP backend of a socket test (see tests/integration_support.py)."""
+    from .integration_support import CLIENT_DEFAULTS
+
+    backend: str = getattr(request, "param", "httpx")
+    monkeypatch.setitem(CLIENT_DEFAULTS, "http_backend", backend)
+    return backend

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from baiduwx_async.emulator import Emulator, EmulatorConfig
 
 from .support import (
     COMPLETIONS_URL,
+    FAST_RETRIES,
     TOKEN,
     FakeClock,
     completion_body,
@@ -29,16 +31,22 @@ pytestmark = pytest.mark.anyio
 EMULATOR_URL = "http://emulator.localhost"
 
 
-def emulator_client(emulator: Emulator, **kwargs: Any) -> wx.AsyncClient:
-    """A client talking to `emulator` in-process (no socket), under asyncio or trio."""
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app))
-    kwargs.setdefault("retry_policy", wx.RetryPolicy(initial_backoff=0.01, max_backoff=0.1))
-    return wx.AsyncClient(
-        credentials=wx.OAuthCredentials("test-api-key", "test-secret-key"),
-        base_url=EMULATOR_URL,
-        http_client=http,
-        **kwargs,
-    )
+@asynccontextmanager
+async def emulator_client(emulator: Emulator, **kwargs: Any) -> AsyncIterator[wx.AsyncClient]:
+    """A client talking to `emulator` in-process (no socket), under asyncio or trio; it
+    and its httpx client are closed at the end."""
+    kwargs.setdefault("retry_policy", FAST_RETRIES)
+    transport = httpx.ASGITransport(app=emulator.app)
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        wx.AsyncClient(
+            credentials=wx.OAuthCredentials(*next(iter(emulator.config.credentials.items()))),
+            base_url=EMULATOR_URL,
+            http_client=http,
+            **kwargs,
+        ) as client,
+    ):
+        yield client
 
 
 async def test_results_in_input_order_with_bounded_concurrency() -> None:

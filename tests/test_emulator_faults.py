@@ -18,10 +18,10 @@ from baiduwx_async.emulator import (
     EmulatorConfig,
 )
 
+from .support import FakeClock
 from .test_emulator import (
     COMPLETIONS,
     MESSAGES,
-    FakeClock,
     asgi_client,
     assert_error,
     assert_ok,

@@ -10,12 +10,12 @@ import pytest
 
 from baiduwx_async.emulator import Emulator, EmulatorConfig
 
+from .support import FakeClock
 from .test_emulator import (
     CHAT,
     COMPLETIONS,
     ID_RE,
     MESSAGES,
-    FakeClock,
     assert_error,
     assert_ok,
     call,

@@ -7,10 +7,7 @@ The emulator is started with the testing kit (`run_emulator`), which this also t
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -19,65 +16,28 @@ import pytest
 import baiduwx_async as wx
 from baiduwx_async.emulator import Emulator, EmulatorConfig, serve
 from baiduwx_async.emulator._wire import Receive, Scope, Send
-from baiduwx_async.testing import RunningEmulator, run_emulator
+from baiduwx_async.testing import run_emulator
 
+from .integration_support import (
+    CLIENT_DEFAULTS,
+    COMPLETIONS,
+    ENDPOINT,
+    FAST,
+    MESSAGES,
+    PROMPT,
+    both_backends,
+    emulator_and_client,
+)
 from .support import FakeClock
 
-pytestmark = pytest.mark.anyio
-
-ENDPOINT = "mpt30b"
-COMPLETIONS = "pythia12b"
-MESSAGES = [wx.user("Please introduce The Great Wall")]
-PROMPT = "Introduce the city Beijing"
-#: Fast backoff: the emulator answers in microseconds, waiting half a second is pointless.
-FAST = wx.RetryPolicy(max_retries=6, initial_backoff=0.005, max_backoff=0.05)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("http_backend")]
+pytest_generate_tests = both_backends
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """uvicorn runs on asyncio only; the ASGI tests below choose their own backends."""
     return "asyncio"
-
-
-#: Options every client of `emulator_and_client` starts from: the `http_backend` fixture
-#: sets the transport, so each socket test here (and in test_integration_faults) runs on both.
-CLIENT_DEFAULTS: dict[str, Any] = {}
-BACKENDS = ("httpx", "aiohttp")
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # The ASGI tests, which name their event loop, bring their own (httpx) transport.
-    if "anyio_backend" not in inspect.signature(metafunc.function).parameters:
-        metafunc.parametrize("http_backend", BACKENDS, indirect=True)
-
-
-@pytest.fixture(autouse=True)
-def http_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    backend: str = getattr(request, "param", "httpx")
-    monkeypatch.setitem(CLIENT_DEFAULTS, "http_backend", backend)
-    return backend
-
-
-@asynccontextmanager
-async def emulator_and_client(
-    *, client: dict[str, Any] | None = None, **settings: Any
-) -> AsyncIterator[tuple[RunningEmulator, wx.AsyncClient]]:
-    """An emulator on a socket and a client of it with fast retries and a 10 s timeout."""
-    settings.setdefault("seed", 1)
-    options: dict[str, Any] = {
-        "retry_policy": FAST,
-        "timeout": 10.0,
-        **CLIENT_DEFAULTS,
-        **(client or {}),
-    }
-    async with run_emulator(**settings) as emu:
-        with anyio.fail_after(30):
-            yield emu, emu.client(**options)
-
-
-def endpoint_stats(emu: RunningEmulator, key: str = f"chat/{ENDPOINT}") -> dict[str, int]:
-    endpoints: dict[str, dict[str, int]] = emu.stats()["endpoints"]
-    return endpoints.get(key, {})
 
 
 # --- plain calls

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+import attrs
 import httpx
 import pytest
 
@@ -24,6 +25,7 @@ import baiduwx_async as wx
 from baiduwx_async.emulator import Emulator, EmulatorConfig, serve
 
 from .processes import emulator_thread
+from .support import FAST_RETRIES
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +38,7 @@ COMPLETIONS = "pythia12b"
 MODEL_PREFIX = "/rpc/2.0/ai_custom/v1/wenxinworkshop/"
 CREDENTIALS = wx.OAuthCredentials("test-api-key", "test-secret-key")
 #: The emulator answers in microseconds: waiting long between attempts only slows the soak.
-FAST = wx.RetryPolicy(max_retries=8, initial_backoff=0.001, max_backoff=0.01)
+FAST = attrs.evolve(FAST_RETRIES, max_retries=8)
 
 #: About 9 % of model requests get one of these from the emulator; the `Ledger` answers
 #: another 1 % with code 18 itself (the emulator has no code-18 fault, only a real QPS limit).
