@@ -1,5 +1,7 @@
-"""The README's code is code: every Python block compiles, and the quick start runs
-against the emulator exactly as written (its placeholder keys are the emulator's)."""
+"""The README's code is code: every Python block compiles, and every one runs against the
+emulator as written: the quick starts whole (their placeholder keys are the emulator's),
+the snippets inside a coroutine with the names they use bound, the Redis one with a local
+redis-server for its placeholder host."""
 
 from __future__ import annotations
 
