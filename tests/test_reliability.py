@@ -260,7 +260,7 @@ async def test_soak_10k_items_with_mixed_faults(http_backend: str) -> None:
     # NoLimit: every 429 and 18 here is a dice roll, not a real limit, and the adaptive
     # limiter would rightly slow the whole batch down to a crawl after each; its convergence
     # under a real limit is the adaptive soak below.
-    with emulator_thread(emulator) as served, anyio.fail_after(100):
+    with emulator_thread(emulator) as served, anyio.fail_after(240):
         async with socket_client(
             served.base_url, http_backend, rate_limiter=wx.NoLimit()
         ) as client:
@@ -295,7 +295,7 @@ async def test_soak_streams_every_item_accounted_for_once(http_backend: str) -> 
     emulator = Emulator(EmulatorConfig(seed=73, faults=faults, retry_after=0))
     ledger = emulator.app = Ledger(emulator.app, throttle=LEDGER_THROTTLE, seed=74)  # type: ignore[assignment]
     started = time.monotonic()
-    with emulator_thread(emulator) as served, anyio.fail_after(100):
+    with emulator_thread(emulator) as served, anyio.fail_after(240):
         # NoLimit for the reason given in the 10k soak.
         async with socket_client(
             served.base_url, http_backend, rate_limiter=wx.NoLimit()
