@@ -18,8 +18,17 @@ from ._auth import (
     StaticToken,
     credentials_from_env,
 )
-from ._batch import BatchIterator, BatchProgress, BatchResult, BatchWidthWarning
+from ._batch import (
+    BatchFailure,
+    BatchIterator,
+    BatchProgress,
+    BatchResult,
+    BatchSuccess,
+    BatchWidthWarning,
+)
+from ._batch_embed import EmbedBatchIterator
 from ._client import AsyncClient
+from ._embeddings import Embedding, EmbeddingResponse
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -31,11 +40,24 @@ from ._errors import (
     RequestTimeoutError,
     ServerError,
     StreamError,
+    TimeoutLimit,
     TransportError,
     ValidationError,
     WenxinError,
 )
-from ._limits import AdaptiveRateLimiter, NoLimit, RateLimiter
+from ._limits import AdaptiveRateLimiter, NoLimit, RateLimiter, TokenRateLimiter
+from ._messages import (
+    AssistantMessageParam,
+    Function,
+    FunctionCall,
+    FunctionCallParam,
+    FunctionMessageParam,
+    FunctionParam,
+    MessageLike,
+    MessageParam,
+    UserMessageParam,
+    function_result,
+)
 from ._models import (
     ChatChunk,
     ChatResponse,
@@ -43,12 +65,16 @@ from ._models import (
     CompletionResponse,
     Message,
     RateLimitInfo,
+    SearchInfo,
+    SearchResult,
     Usage,
     assistant,
     user,
 )
+from ._params import ChatOptions, CompletionOptions, EmbedOptions, ToolChoice
 from ._retry import RetryPolicy
 from ._streaming import ChatStream, CompletionStream
+from ._token_budget import TokenCharge, TokenEstimator, estimate_tokens
 from ._tokens import (
     AccessToken,
     FileTokenStore,
@@ -64,25 +90,41 @@ __all__ = [
     "AccessToken",
     "AccessTokenAuth",
     "AdaptiveRateLimiter",
+    "AssistantMessageParam",
     "AsyncClient",
     "AuthenticationError",
+    "BatchFailure",
     "BatchIterator",
     "BatchProgress",
     "BatchResult",
+    "BatchSuccess",
     "BatchWidthWarning",
     "BceSigningAuth",
     "ChatChunk",
+    "ChatOptions",
     "ChatResponse",
     "ChatStream",
     "CompletionChunk",
+    "CompletionOptions",
     "CompletionResponse",
     "CompletionStream",
     "Credentials",
+    "EmbedBatchIterator",
+    "EmbedOptions",
+    "Embedding",
+    "EmbeddingResponse",
     "FileTokenStore",
+    "Function",
+    "FunctionCall",
+    "FunctionCallParam",
+    "FunctionMessageParam",
+    "FunctionParam",
     "IAMCredentials",
     "InvalidRequestError",
     "MemoryTokenStore",
     "Message",
+    "MessageLike",
+    "MessageParam",
     "NoLimit",
     "OAuthCredentials",
     "PermissionDeniedError",
@@ -93,18 +135,28 @@ __all__ = [
     "RateLimiter",
     "RequestTimeoutError",
     "RetryPolicy",
+    "SearchInfo",
+    "SearchResult",
     "ServerError",
     "SharedTokenStore",
     "StaticToken",
     "StreamError",
+    "TimeoutLimit",
+    "TokenCharge",
+    "TokenEstimator",
     "TokenManager",
+    "TokenRateLimiter",
     "TokenStore",
+    "ToolChoice",
     "TransportError",
     "Usage",
+    "UserMessageParam",
     "ValidationError",
     "WenxinError",
     "__version__",
     "assistant",
     "credentials_from_env",
+    "estimate_tokens",
+    "function_result",
     "user",
 ]

@@ -16,9 +16,15 @@ import aiohttp
 import anyio
 import httpx
 
-from ._errors import RequestTimeoutError, TransportError
-from ._protocol import redact
-from ._transport import OutgoingRequest, check_declared_length, join_within, read_failed
+from ._errors import TimeoutLimit, TransportError
+from ._transport import (
+    OutgoingRequest,
+    check_declared_length,
+    connection_failed,
+    join_within,
+    read_failed,
+    timed_out,
+)
 
 __all__ = ["AiohttpReply", "AiohttpTransport"]
 
@@ -26,6 +32,17 @@ __all__ = ["AiohttpReply", "AiohttpTransport"]
 # aiohttp's timeouts derive from asyncio.TimeoutError, which is not the builtin before 3.11.
 _TIMEOUTS = (aiohttp.ServerTimeoutError, TimeoutError)
 _FAILURES = (aiohttp.ClientError, TimeoutError)
+
+
+def _limit_of(exc: BaseException) -> TimeoutLimit | None:
+    """Which of httpx's limits an aiohttp timeout stands for (`connect` also covers the
+    wait for a free connection, as aiohttp does not tell them apart)."""
+    # Both classes are new in aiohttp 3.10; older ones say only "a timeout".
+    if isinstance(exc, getattr(aiohttp, "ConnectionTimeoutError", ())):
+        return "connect"
+    if isinstance(exc, getattr(aiohttp, "SocketTimeoutError", ())):
+        return "read"
+    return None
 
 
 def _read_failed(exc: BaseException) -> TransportError:
@@ -98,10 +115,9 @@ class AiohttpTransport:
                 allow_redirects=False,
             )
         except _TIMEOUTS as exc:
-            raise RequestTimeoutError(f"{request.route} timed out: {exc!r}") from None
+            raise timed_out(request, _limit_of(exc), exc) from None
         except aiohttp.ClientError as exc:
-            # Some aiohttp errors quote the URL, and ours carries the token
-            raise TransportError(f"{request.route} failed: {redact(repr(exc))}") from None
+            raise connection_failed(request, exc) from None
         return AiohttpReply(response)
 
     async def aclose(self) -> None:

@@ -1,7 +1,7 @@
 """
 Credentials, and the `httpx.Auth` objects that put them on each request.
 
-Three kinds of credentials (PROTOCOL §2):
+Three kinds of credentials (docs/protocol.md §2):
 
 - `OAuthCredentials(api_key, secret_key)`: exchanged for an access token that goes in
   the `access_token` query parameter; refreshed by a `TokenManager`.
@@ -43,6 +43,7 @@ __all__ = [
     "RequestAuth",
     "StaticToken",
     "credentials_from_env",
+    "oauth_hint",
     "parse_token_response",
     "token_url",
 ]
@@ -137,6 +138,27 @@ def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credential
     )
 
 
+def oauth_hint(credentials: OAuthCredentials, environ: Mapping[str, str] | None = None) -> str:
+    """What to check when the token endpoint refuses an API Key / Secret Key pair: where
+    the pair came from (by name: never the values) and the usual mistakes."""
+    env = os.environ if environ is None else environ
+    from_env = (env.get("QIANFAN_AK"), env.get("QIANFAN_SK")) == (
+        credentials.api_key,
+        credentials.secret_key,
+    )
+    source = (
+        "the environment variables QIANFAN_AK and QIANFAN_SK"
+        if from_env
+        else "credentials=OAuthCredentials(...)"
+    )
+    return (
+        f"the API Key / Secret Key pair from {source} was refused: check that both belong "
+        "to the same application in the Qianfan console and were copied whole; an IAM "
+        "Access Key pair goes in IAMCredentials (or QIANFAN_ACCESS_KEY and "
+        "QIANFAN_SECRET_KEY) instead"
+    )
+
+
 # --- the OAuth token call (sans-I/O: the client sends what this builds)
 
 
@@ -153,7 +175,7 @@ def token_url(base_url: httpx.URL, credentials: OAuthCredentials) -> httpx.URL:
 def parse_token_response(
     status_code: int, body: bytes, *, now: float, request_id: str | None = None
 ) -> AccessToken:
-    """An `AccessToken`, or the error the token endpoint answered (PROTOCOL §2a)."""
+    """An `AccessToken`, or the error the token endpoint answered (docs/protocol.md §2a)."""
     data = loads_or_none(body)
     if isinstance(data, dict):
         error = api_error_from_body(data, status_code=status_code, request_id=request_id)
@@ -249,7 +271,7 @@ class AccessTokenAuth(httpx.Auth):
         return f"AccessTokenAuth({self._source!r})"
 
 
-#: Headers the client signs besides every `x-bce-*` one (PROTOCOL §2b, project choice).
+#: Headers the client signs besides every `x-bce-*` one (docs/protocol.md §2b, project choice).
 SIGNED_HEADERS = ("content-type", "host", "x-bce-date")
 
 

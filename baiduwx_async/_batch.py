@@ -21,17 +21,16 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
-    Mapping,
     Sequence,
 )
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeAlias, TypeVar
 
 import anyio
 import attrs
 
-from ._errors import ValidationError
+from ._keywords import show_keywords
 from ._limits import AdaptiveRateLimiter
 from ._models import (
     ChatParams,
@@ -42,17 +41,21 @@ from ._models import (
     check_endpoint,
     check_positive_int,
 )
+from ._params import ChatOptions, CompletionOptions, split_params
 from ._retry import count_attempts
 
 if TYPE_CHECKING:  # anyio loads these on first use; importing us should not
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+    from typing_extensions import Unpack
 
 __all__ = [
+    "BatchFailure",
     "BatchIterator",
     "BatchMethods",
     "BatchProgress",
     "BatchResult",
+    "BatchSuccess",
     "BatchWidthWarning",
     "run_ordered",
 ]
@@ -65,20 +68,58 @@ T = TypeVar("T")
 
 
 @attrs.frozen
-class BatchResult(Generic[I, R]):
-    """The outcome of one input: its `response`, or the `error` that ended it."""
+class BatchSuccess(Generic[I, R]):
+    """An input that got its `response` (`ok` is True, `error` None). See `BatchResult`."""
 
     index: int
     input: I
-    response: R | None
-    error: Exception | None
+    response: R
     #: HTTP attempts this item took (retries and a token replay included).
     attempts: int
 
     @property
-    def ok(self) -> bool:
-        """True when the item has a response."""
-        return self.error is None
+    def ok(self) -> Literal[True]:
+        return True
+
+    @property
+    def error(self) -> None:
+        return None
+
+    def unwrap(self) -> R:
+        """The response."""
+        return self.response
+
+
+@attrs.frozen
+class BatchFailure(Generic[I, R]):
+    """An input that failed with `error` (`ok` is False, `response` None). See
+    `BatchResult`."""
+
+    index: int
+    input: I
+    #: What ended the item: a `WenxinError` for anything the input or the service caused.
+    error: Exception
+    #: HTTP attempts this item took (0 when its input was refused before sending).
+    attempts: int
+
+    @property
+    def ok(self) -> Literal[False]:
+        return False
+
+    @property
+    def response(self) -> None:
+        return None
+
+    def unwrap(self) -> NoReturn:
+        """Raise the item's error."""
+        raise self.error
+
+
+#: The outcome of one input: a `BatchSuccess` (with its `response`) or a `BatchFailure`
+#: (with the `error` that ended it). Both have `index`, `input`, `attempts`, `ok`,
+#: `response`, `error` and `unwrap()`, and `ok` tells type checkers which one it is:
+#: in `r.response.result if r.ok else r.error`, `r.response` is the response type.
+BatchResult: TypeAlias = BatchSuccess[I, R] | BatchFailure[I, R]
 
 
 @attrs.frozen
@@ -89,11 +130,18 @@ class BatchProgress:
     failed: int
     total: int | None
     elapsed: float
+    #: tokens the answers so far used (their `usage.total_tokens`)
+    tokens: int = 0
 
     @property
     def rate(self) -> float:
         """Items finished per second so far."""
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def tokens_per_minute(self) -> float:
+        """Tokens used per minute so far (to set beside a `tpm` budget)."""
+        return self.tokens * 60.0 / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def eta(self) -> float | None:
@@ -131,6 +179,7 @@ class BatchIterator(Generic[I, R]):
         self._receive: MemoryObjectReceiveStream[BatchResult[I, R]] | None = None
         self._done = 0
         self._failed = 0
+        self._tokens = 0
         self._started_at = 0.0
 
     async def __aenter__(self) -> BatchIterator[I, R]:
@@ -196,21 +245,25 @@ class BatchIterator(Generic[I, R]):
             while (taken := await take()) is not None:
                 index, item = taken
                 with count_attempts() as attempts:
+                    result: BatchResult[I, R]
                     try:
-                        response: R | None = await self._call(item)
-                        error: Exception | None = None
+                        response = await self._call(item)
                     except Exception as exc:  # one item's failure is its own, never the batch's
-                        response, error = None, exc
-                result = BatchResult(index, item, response, error, attempts.count)
+                        result = BatchFailure(index, item, exc, attempts.count)
+                    else:
+                        result = BatchSuccess(index, item, response, attempts.count)
                 self._done += 1
-                self._failed += error is not None
+                self._failed += not result.ok
                 if self._on_progress is not None:
+                    usage = getattr(result.response, "usage", None)
+                    self._tokens += getattr(usage, "total_tokens", 0) or 0
                     self._on_progress(
                         BatchProgress(
                             self._done,
                             self._failed,
                             self._total,
                             time.monotonic() - self._started_at,
+                            self._tokens,
                         )
                     )
                 try:
@@ -290,6 +343,7 @@ class BatchMethods:
                 stacklevel=_first_level_outside(),
             )
 
+    @show_keywords(ChatOptions)
     async def batch_chat(
         self,
         endpoint: str,
@@ -298,7 +352,7 @@ class BatchMethods:
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         qps: float | None = None,
         on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
+        **params: Unpack[ChatOptions],
     ) -> list[BatchResult[Sequence[MessageLike], ChatResponse]]:
         """Send every conversation to a chat endpoint; the results in input order.
 
@@ -317,6 +371,7 @@ class BatchMethods:
         )
         return await run_ordered(batch)
 
+    @show_keywords(CompletionOptions)
     async def batch_complete(
         self,
         endpoint: str,
@@ -325,7 +380,7 @@ class BatchMethods:
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         qps: float | None = None,
         on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
+        **params: Unpack[CompletionOptions],
     ) -> list[BatchResult[str, CompletionResponse]]:
         """Send every prompt to a completions endpoint; the results in input order.
 
@@ -341,6 +396,7 @@ class BatchMethods:
         )
         return await run_ordered(batch)
 
+    @show_keywords(ChatOptions)
     def iter_batch_chat(
         self,
         endpoint: str,
@@ -349,17 +405,18 @@ class BatchMethods:
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         qps: float | None = None,
         on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
+        **params: Unpack[ChatOptions],
     ) -> BatchIterator[Sequence[MessageLike], ChatResponse]:
         """Results of `batch_chat()` as they finish, reading the inputs lazily, so memory
         stays flat however many there are. `async for r in client.iter_batch_chat(...)`;
         use it as `async with ... as results` to be able to leave the loop early."""
-        ChatParams(**_generation_params(params, ChatParams))
+        split_params("iter_batch_chat", params, ChatParams, _CHAT_KEYS)
         check_endpoint(endpoint)
         self._check_width(concurrency)
         call = _paced(partial(self.chat, endpoint, **params), qps)
         return BatchIterator(conversations, call, concurrency=concurrency, on_progress=on_progress)
 
+    @show_keywords(CompletionOptions)
     def iter_batch_complete(
         self,
         endpoint: str,
@@ -368,26 +425,18 @@ class BatchMethods:
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         qps: float | None = None,
         on_progress: Callable[[BatchProgress], object] | None = None,
-        **params: Any,
+        **params: Unpack[CompletionOptions],
     ) -> BatchIterator[str, CompletionResponse]:
         """Results of `batch_complete()` as they finish; see `iter_batch_chat()`."""
-        CompletionParams(**_generation_params(params, CompletionParams))
+        split_params("iter_batch_complete", params, CompletionParams, _COMPLETION_KEYS)
         check_endpoint(endpoint)
         self._check_width(concurrency)
         call = _paced(partial(self.complete, endpoint, **params), qps)
         return BatchIterator(prompts, call, concurrency=concurrency, on_progress=on_progress)
 
 
-_CALL_OPTIONS = frozenset({"timeout", "max_retries"})
-
-
-def _generation_params(params: Mapping[str, Any], cls: type[CompletionParams]) -> dict[str, Any]:
-    """The generation parameters among a batch's keywords; anything unknown is an error."""
-    known = {field.name for field in attrs.fields(cls)}
-    for name in params:
-        if name not in known and name not in _CALL_OPTIONS:
-            raise ValidationError(name, "is not a parameter of this call")
-    return {name: value for name, value in params.items() if name in known}
+_CHAT_KEYS = frozenset(ChatOptions.__annotations__)
+_COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
 
 
 def _paced(call: Callable[[I], Awaitable[T]], qps: float | None) -> Callable[[I], Awaitable[T]]:

@@ -6,6 +6,10 @@ whole lines, at worst followed by one torn line after a power loss. On start the
 in the output are skipped, and a final line that is not complete JSON is cut off. An
 exclusive lock on the output keeps two runs from writing the same file at once.
 
+`--retry-failed` also sends again the ids whose last line failed, appending the new
+outcome: an id may then have several lines, and the last one is its result (readers take
+the last line of each id).
+
 Many runs, on one machine or many, can share one quota and one access token through Redis
 (`--redis URL`: `--qps` then applies to all of them together) and split one input between
 them (`--shard I/N`, each run writing its own output). A shard is chosen by a stable hash of
@@ -22,7 +26,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -113,23 +117,26 @@ class ResultFile:
             raise
         self._unsynced = 0
         self._synced_at = time.monotonic()
+        #: Ids whose last line failed, as `recover` found them.
+        self.failed_before = 0
 
-    def recover(self) -> tuple[set[str], int]:
-        """The ids already written, and how many lines could not be read.
+    def recover(self, *, retry_failed: bool = False) -> tuple[set[str], int]:
+        """The ids already done, and how many lines could not be read. With
+        `retry_failed`, an id whose last line failed is not done: it goes again.
 
         A final line that is not complete JSON (a write torn by a crash) is cut off; the file
         is left ending with a newline, ready for appending.
         """
-        done: set[str] = set()
+        outcomes: dict[str, bool] = {}  # id -> whether its last line succeeded
         unreadable = 0
         offset = 0
         last: tuple[int, bytes, bool] | None = None  # start, line, readable
         with open(self.path, "rb") as file:
             for line in file:
-                key = _record_id(line)
+                key, ok = _record_outcome(line)
                 readable = key is not None
                 if key is not None:
-                    done.add(key)
+                    outcomes[key] = ok
                 elif line.strip():
                     unreadable += 1
                 last = (offset, line, readable)
@@ -142,6 +149,8 @@ class ResultFile:
             elif not line.endswith(b"\n"):
                 os.write(self._fd, b"\n")
             os.fsync(self._fd)
+        done = {key for key, ok in outcomes.items() if ok or not retry_failed}
+        self.failed_before = sum(not ok for ok in outcomes.values())
         return done, unreadable
 
     def write(self, record: dict[str, Any]) -> None:
@@ -178,12 +187,15 @@ def _lock(fd: int, path: str) -> None:
         raise CommandError(f"{path} is being written by another baiduwx batch") from None
 
 
-def _record_id(line: bytes) -> str | None:
+def _record_outcome(line: bytes) -> tuple[str | None, bool]:
+    """The id of a result line (`None` if unreadable) and whether it succeeded."""
     try:
         record = json.loads(line)
     except ValueError:
-        return None
-    return id_key(record.get("id")) if isinstance(record, dict) else None
+        return None, False
+    if not isinstance(record, dict):
+        return None, False
+    return id_key(record.get("id")), record.get("ok") is True
 
 
 class BatchInputs:
@@ -256,6 +268,8 @@ class BatchInputs:
         """What the client is given; anything malformed fails its checks, as that item's error."""
         if self._mode == "complete":
             return record.get("prompt")
+        if self._mode == "embed":
+            return record.get("text")
         if "messages" in record:
             return record["messages"]
         if "prompt" in record:
@@ -293,13 +307,22 @@ def result_record(item_id: object, result: wx.BatchResult[Any, Any]) -> dict[str
 
 
 class ProgressBar:
-    """A live bar on stderr: done of total, failed, items/s, elapsed and ETA."""
+    """A live bar on stderr: done of total, failed, items/s, tokens/min (when the items
+    carry their usage), elapsed and ETA."""
 
     def __init__(
-        self, total: int | None, console: Console, *, enabled: bool, description: str = "batch"
+        self,
+        total: int | None,
+        console: Console,
+        *,
+        enabled: bool,
+        description: str = "batch",
+        show_tokens: bool = True,
     ) -> None:
+        self.show_tokens = show_tokens
         self.done = 0
         self.failed = 0
+        self.tokens = 0
         self._started = time.monotonic()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -307,13 +330,14 @@ class ProgressBar:
             MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed"),
             TextColumn("{task.fields[rate]:.1f} items/s"),
+            *([TextColumn("{task.fields[tpm]:,.0f} tokens/min")] if show_tokens else []),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
             disable=not enabled,
         )
-        self._task = self._progress.add_task(description, total=total, failed=0, rate=0.0)
+        self._task = self._progress.add_task(description, total=total, failed=0, rate=0.0, tpm=0.0)
 
     @property
     def console(self) -> Console:
@@ -328,10 +352,22 @@ class ProgressBar:
         elapsed = self.elapsed
         return self.done / elapsed if elapsed > 0 else 0.0
 
-    def advance(self, ok: bool) -> None:
+    @property
+    def tokens_per_minute(self) -> float:
+        elapsed = self.elapsed
+        return self.tokens * 60.0 / elapsed if elapsed > 0 else 0.0
+
+    def advance(self, ok: bool, tokens: int = 0) -> None:
         self.done += 1
         self.failed += not ok
-        self._progress.update(self._task, completed=self.done, failed=self.failed, rate=self.rate)
+        self.tokens += tokens
+        self._progress.update(
+            self._task,
+            completed=self.done,
+            failed=self.failed,
+            rate=self.rate,
+            tpm=self.tokens_per_minute,
+        )
 
     def __enter__(self) -> ProgressBar:
         self._started = time.monotonic()
@@ -366,6 +402,7 @@ async def _process(
                 credentials=credentials,
                 max_concurrency=args.concurrency,
                 http_backend=args.http_backend,
+                tpm=None if "rate_limiter" in shared else getattr(args, "tpm", None),
                 **shared,
             )
         )
@@ -381,7 +418,8 @@ async def _process(
                     fatal = result.error
                     break
                 output.write(result_record(item_id, result))
-                bar.advance(result.ok)
+                usage = getattr(result.response, "usage", None)
+                bar.advance(result.ok, getattr(usage, "total_tokens", 0) or 0)
     if fatal is not None:
         raise fatal
 
@@ -389,7 +427,7 @@ async def _process(
 async def _shared_state(
     args: argparse.Namespace, stack: AsyncExitStack
 ) -> tuple[dict[str, Any], tuple[type[Exception], ...]]:
-    """With `--redis`: the client's shared token store and (with `--qps`) rate limiter, both
+    """With `--redis`: the client's shared token store and rate limiter (`--qps`, `--tpm`), both
     checked to answer before the first item (an unreachable Redis stops the run here), and
     the errors that stop the batch."""
     if not args.redis:
@@ -401,10 +439,12 @@ async def _shared_state(
     store = await stack.enter_async_context(RedisTokenStore(args.redis))
     await store.ping()
     shared: dict[str, Any] = {"token_store": store}
-    if args.qps is not None:
-        limiter = await stack.enter_async_context(RedisRateLimiter(args.redis, qps=args.qps))
-        await limiter.ping()
-        shared["rate_limiter"] = limiter
+    # Without --qps the processes still share the adaptive slow-down after rate-limit
+    # answers; with --tpm they share one token budget too.
+    limiter = RedisRateLimiter(args.redis, qps=args.qps, tpm=getattr(args, "tpm", None))
+    await stack.enter_async_context(limiter)
+    await limiter.ping()
+    shared["rate_limiter"] = limiter
     # a token fetch lock held elsewhere for lock_timeout would hold up every item alike
     return shared, (*FATAL_ERRORS, RedisLockTimeoutError)
 
@@ -428,7 +468,12 @@ class _LogToConsole(logging.Handler):
             self._note(message)
 
 
-def run_batch(args: argparse.Namespace) -> int:
+Process = Callable[
+    [argparse.Namespace, wx.Credentials, BatchInputs, ResultFile, ProgressBar], Awaitable[None]
+]
+
+
+def run_batch(args: argparse.Namespace, process: Process = _process) -> int:
     credentials = wx.credentials_from_env()
     if not os.path.isfile(args.input):
         raise CommandError(f"{args.input}: no such file", EXIT_USAGE)
@@ -450,19 +495,26 @@ def run_batch(args: argparse.Namespace) -> int:
     output = ResultFile(args.output)
     interrupted = False
     try:
-        done, unreadable = output.recover()
+        retry_failed = bool(getattr(args, "retry_failed", False))
+        done, unreadable = output.recover(retry_failed=retry_failed)
         if unreadable:
             warn(f"{args.output}: {unreadable} unreadable line(s) ignored")
+        if retry_failed and output.failed_before:
+            note(f"retrying {output.failed_before} failed id(s)")
         lines = count_lines(args.input) if shard is None else count_shard_lines(args.input, shard)
         total = max(0, lines - len(done))
         inputs = BatchInputs(args.input, args.mode, done, warn, shard)
         enabled = console.is_terminal and not args.no_progress
-        bar = ProgressBar(total, console, enabled=enabled, description=args.mode)
+        # an embedding batch's results are vectors, one per text: their usage is not at hand
+        show_tokens = args.mode != "embed"
+        bar = ProgressBar(
+            total, console, enabled=enabled, description=args.mode, show_tokens=show_tokens
+        )
         stopped_early = True  # by an error before any result: the error line says it all
         try:
             with bar:
                 anyio.run(
-                    _process,
+                    process,
                     args,
                     credentials,
                     inputs,
@@ -494,5 +546,7 @@ def _summary(console: Console, bar: ProgressBar, inputs: BatchInputs, interrupte
     if inputs.invalid:
         parts.append(f"invalid lines: {inputs.invalid}")
     parts += [f"elapsed: {bar.elapsed:.2f} s", f"rate: {bar.rate:.1f} items/s"]
+    if bar.show_tokens:
+        parts.append(f"tokens: {bar.tokens} ({bar.tokens_per_minute:,.0f}/min)")
     prefix = "batch interrupted - " if interrupted else "batch - "
     console.print(prefix + ", ".join(parts), markup=False, highlight=False, soft_wrap=True)

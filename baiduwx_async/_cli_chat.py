@@ -48,7 +48,7 @@ async def _stream_answer(
 
 
 def _chat_opener(
-    endpoint: str, messages: list[dict[str, str]], params: dict[str, Any]
+    endpoint: str, messages: list[wx.MessageParam], params: dict[str, Any]
 ) -> Callable[[wx.AsyncClient], wx.ChatStream]:
     return lambda client: client.chat_stream(endpoint, messages, **params)
 
@@ -57,13 +57,13 @@ def run_chat(args: argparse.Namespace) -> int:
     credentials = wx.credentials_from_env()
     params = generation_params(args)
     if args.prompt is not None:
-        messages = [{"role": "user", "content": args.prompt}]
+        messages: list[wx.MessageParam] = [{"role": "user", "content": args.prompt}]
         anyio.run(_stream_answer, _chat_opener(args.endpoint, messages, params), credentials)
         return EXIT_OK
     return _converse(args.endpoint, params, credentials)
 
 
-def _trim_history(history: list[dict[str, str]], limit: int = MAX_HISTORY_CHARS) -> None:
+def _trim_history(history: list[wx.MessageParam], limit: int = MAX_HISTORY_CHARS) -> None:
     """Drop the oldest exchanges until the conversation fits the service's limit."""
     while len(history) > 1 and sum(len(m["content"]) for m in history) > limit:
         del history[:2]
@@ -86,7 +86,7 @@ def _converse(endpoint: str, params: dict[str, Any], credentials: wx.Credentials
             import readline  # noqa: F401 - line editing for input()
     anyio.run(_check_options, endpoint, params, credentials)
     store = wx.MemoryTokenStore()  # one token for the whole conversation
-    history: list[dict[str, str]] = []
+    history: list[wx.MessageParam] = []
     status = EXIT_OK
     while True:
         try:

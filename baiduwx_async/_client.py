@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import attrs
@@ -32,12 +32,22 @@ from ._auth import (
     RequestAuth,
     StaticToken,
     credentials_from_env,
+    oauth_hint,
     parse_token_response,
     token_url,
 )
 from ._batch import BatchMethods
-from ._errors import ValidationError
-from ._limits import AdaptiveRateLimiter, RateLimiter
+from ._batch_embed import EmbedBatchMethods
+from ._embeddings import (
+    DEFAULT_TEXTS_PER_REQUEST,
+    EmbeddingResponse,
+    check_texts,
+    decode_embeddings,
+    embed_in_parts,
+)
+from ._errors import AuthenticationError, ValidationError
+from ._keywords import check_unknown, show_keywords
+from ._limits import AdaptiveRateLimiter, RateLimiter, TokenRateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
     ChatChunk,
@@ -47,11 +57,20 @@ from ._models import (
     CompletionParams,
     CompletionResponse,
     MessageLike,
+    Usage,
     check_endpoint,
     check_messages,
     check_positive_int,
     check_prompt,
     decode,
+)
+from ._params import (
+    NO_EXTRAS,
+    ChatOptions,
+    CompletionOptions,
+    EmbedOptions,
+    Extras,
+    split_params,
 )
 from ._retry import RetryPolicy
 from ._sender import (
@@ -62,8 +81,13 @@ from ._sender import (
     install_log_redaction,
 )
 from ._streaming import ChatStream, ChunkReader, CompletionStream
+from ._telemetry import make_telemetry, traced, traced_stream
+from ._token_budget import TokenCharge, TokenEstimator, estimate_tokens
 from ._tokens import AccessToken, TokenManager, TokenStore
 from ._transport import HttpxTransport, Reply, Transport, make_transport
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient"]
 
@@ -75,7 +99,12 @@ DEFAULT_BASE_URL = "https://aip.baidubce.com"
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_MAX_CONNECTIONS = 100
 
+#: A call's `timeout=`: seconds for the whole wait (connecting capped at 10 s), an
+#: `httpx.Timeout` for each limit (connect, read, write, pool), or None: the client's.
 TimeoutLike = float | httpx.Timeout | None
+_CHAT_KEYS = frozenset(ChatOptions.__annotations__)
+_COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
+_EMBED_KEYS = frozenset(EmbedOptions.__annotations__)
 R = TypeVar("R", ChatResponse, CompletionResponse)
 C = TypeVar("C", ChatChunk, CompletionChunk)
 
@@ -88,10 +117,42 @@ def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.T
     return httpx.Timeout(float(value), connect=min(float(value), DEFAULT_TIMEOUT.connect or 10.0))
 
 
-class AsyncClient(BatchMethods):
+class AsyncClient(BatchMethods, EmbedBatchMethods):
     """A client for Wenxin Workshop model serving; use it as `async with AsyncClient(...)`.
 
-    Keywords:
+    Calls: `chat`, `complete` (awaited: a `ChatResponse` / `CompletionResponse`),
+    `chat_stream`, `complete_stream` (not awaited: `async with` the stream), and the
+    `batch_*` / `iter_batch_*` helpers. Every error is a `WenxinError`: `ValidationError`
+    before sending, `APIError` subclasses when the service refuses, `TransportError` (and
+    `RequestTimeoutError`) when the connection fails, `ProtocolError` for a malformed
+    answer. The keywords of the constructor are described in `help(AsyncClient.__init__)`.
+    """
+
+    def __init__(
+        self,
+        *,
+        credentials: Credentials | None = None,
+        base_url: str | httpx.URL | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int | None = None,
+        http_backend: Literal["httpx", "aiohttp"] = "httpx",
+        http_client: httpx.AsyncClient | None = None,
+        token_store: TokenStore | None = None,
+        max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
+        retry_policy: RetryPolicy | None = None,
+        max_concurrency: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        qps: float | None = None,
+        rpm: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+        verify: ssl.SSLContext | bool = True,
+        telemetry: bool = True,
+        tpm: float | None = None,
+        token_estimator: TokenEstimator | None = None,
+    ) -> None:
+        """Make a client; nothing is sent until the first call. All arguments are keywords:
+
         credentials: `OAuthCredentials`, `IAMCredentials` or `StaticToken`; read from the
             environment when omitted (see `credentials_from_env`).
         base_url: the service root; `QIANFAN_BASE_URL`, else `https://aip.baidubce.com`.
@@ -115,28 +176,20 @@ class AsyncClient(BatchMethods):
         qps, rpm: a client-side rate limit, requests per second / per minute. Without
             either, the client still slows down by itself after rate-limit answers.
         rate_limiter: a limiter of your own (e.g. one shared between processes) instead.
-    """
+        clock: the wall clock (unix seconds) for token expiry and signatures; for tests.
+        telemetry: OpenTelemetry spans and metrics for each call when `opentelemetry-api`
+            is installed (extra `otel`); `False` turns them off.
+        tpm: a tokens-per-minute budget: each request is charged ahead by an estimate of
+            its tokens (prompt, and the room of the answer: `max_output_tokens`, else
+            1024) and settled by the answer's `usage`; a request whose estimate exceeds
+            the whole budget raises `ValidationError` before it is sent.
+        token_estimator: the estimate, a function of the JSON body about to be sent that
+            returns tokens (default `estimate_tokens`: characters, 1 per CJK ideograph and
+            1 per 3 other characters, leaning high since the difference is given back).
 
-    def __init__(
-        self,
-        *,
-        credentials: Credentials | None = None,
-        base_url: str | httpx.URL | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        max_retries: int | None = None,
-        http_backend: Literal["httpx", "aiohttp"] = "httpx",
-        http_client: httpx.AsyncClient | None = None,
-        token_store: TokenStore | None = None,
-        max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
-        retry_policy: RetryPolicy | None = None,
-        max_concurrency: int | None = None,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        qps: float | None = None,
-        rpm: float | None = None,
-        rate_limiter: RateLimiter | None = None,
-        clock: Callable[[], float] = time.time,
-        verify: ssl.SSLContext | bool = True,
-    ) -> None:
+        Raises `ValidationError` for a bad value, and `AuthenticationError` when no
+        `credentials=` is given and the environment holds none.
+        """
         if credentials is None:
             credentials = credentials_from_env()
         if not isinstance(credentials, OAuthCredentials | IAMCredentials | StaticToken):
@@ -165,6 +218,16 @@ class AsyncClient(BatchMethods):
             check_positive_int(max_concurrency, "max_concurrency")
         if rate_limiter is not None and (qps is not None or rpm is not None):
             raise ValidationError("rate_limiter", "give either rate_limiter or qps/rpm, not both")
+        if rate_limiter is not None and tpm is not None:
+            raise ValidationError("tpm", "give it to your rate_limiter (it keeps the budget)")
+        limiter = rate_limiter or AdaptiveRateLimiter(qps=qps, rpm=rpm, tpm=tpm)
+        # Requests are estimated only with a token budget: nothing is added to calls without.
+        budget = limiter if isinstance(limiter, TokenRateLimiter) else None
+        self._estimate: TokenEstimator | None = None
+        if budget is not None and budget.tpm is not None:
+            self._estimate = token_estimator or estimate_tokens
+        elif token_estimator is not None:
+            raise ValidationError("token_estimator", "needs a token budget (tpm=...)")
         transport: Transport
         # The most requests that can be on the wire at once (None: the caller's pool decides)
         self._capacity = max_concurrency
@@ -180,11 +243,14 @@ class AsyncClient(BatchMethods):
             transport = HttpxTransport(client=http_client)
         self._sender = Sender(
             transport,
-            limiter=rate_limiter or AdaptiveRateLimiter(qps=qps, rpm=rpm),
+            limiter=limiter,
             max_in_flight=max_concurrency,
             max_response_bytes=check_positive_int(max_response_bytes, "max_response_bytes"),
             clock=clock,
+            base_url_setting=_base_url_setting(base_url),
         )
+        if self._estimate is not None:
+            self._sender.budget = budget
         self._credentials = credentials
         self._tokens: TokenManager | None = None
         self._auth: RequestAuth
@@ -201,6 +267,7 @@ class AsyncClient(BatchMethods):
         else:
             self._auth = AccessTokenAuth(credentials)
         install_log_redaction()
+        self._telemetry = make_telemetry(telemetry, self._base_url, self._sender)
 
     # --- lifecycle
 
@@ -243,104 +310,51 @@ class AsyncClient(BatchMethods):
 
     # --- calls
 
+    @traced("chat")
+    @show_keywords(ChatOptions)
     async def chat(
-        self,
-        endpoint: str,
-        messages: Sequence[MessageLike],
-        *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Sequence[str] | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: TimeoutLike = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
+        self, endpoint: str, messages: Sequence[MessageLike], **params: Unpack[ChatOptions]
     ) -> ChatResponse:
         """Send a conversation to a chat endpoint and return the model's answer.
 
-        `messages` alternate user/assistant turns, starting and ending with a user turn
-        (an odd count), each a `Message` or a `{"role", "content"}` mapping with non-blank
-        content, at most 4800 characters in all. Parameters left `None` keep the server's
-        defaults: `temperature` in (0, 1], `top_p` in [0, 1], `penalty_score` in [1, 2],
-        `top_k` >= 1, `stop` up to 4 strings of up to 20 characters, `metadata` up to 16
-        string pairs. A broken rule raises `ValidationError` before anything is sent.
-        `timeout` and `max_retries` override the client's for this call; `request_id` is
-        sent as `Request_id` (one is generated otherwise).
+        `messages` alternate between the user side (`user`, or `function` with a function's
+        result) and `assistant`, starting with a user turn and ending on the user side (an
+        odd count); each is a `Message` or a mapping with non-blank content (an assistant
+        turn with a `function_call` may have empty content), at most 4800 characters in all.
+
+        Parameters left `None` keep the server's defaults: `temperature` in (0, 1],
+        `top_p` in [0, 1], `penalty_score` in [1, 2], `top_k` >= 1, `stop` up to 4 strings
+        of up to 20 characters, `metadata` up to 16 string pairs, `user_id`. The ERNIE
+        family's fields are checked for type and shape (the service judges the values):
+        `system`, `max_output_tokens`, `response_format` ("text" | "json_object"),
+        `disable_search`, `enable_citation`, `enable_trace`, `functions` (`Function`s or
+        mappings), `tool_choice`, `user_ip`.
+
+        `extra_body` is merged into the JSON body last (not `stream`); `extra_headers` and
+        `extra_query` are sent as given (and signed, with IAM credentials). `timeout` and
+        `max_retries` override the client's for this call; `request_id` is sent as
+        `Request_id` (one is generated otherwise). A broken rule raises `ValidationError`
+        before anything is sent; an unknown keyword, `TypeError`.
         """
-        params = ChatParams(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            penalty_score=penalty_score,
-            stop=stop,
-            user_id=user_id,
-            metadata=metadata,
-        )
-        call = self._prepare(
-            "chat",
-            endpoint,
-            self._chat_body(messages, params, False),
-            timeout,
-            max_retries,
-            request_id,
-        )
+        call = self._prepare_chat("chat", endpoint, messages, params, False)
         return _decode_answer(await self._sender.send(call), ChatResponse)
 
+    @traced("text_completion")
+    @show_keywords(CompletionOptions)
     async def complete(
-        self,
-        endpoint: str,
-        prompt: str,
-        *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Sequence[str] | None = None,
-        user_id: str | None = None,
-        timeout: TimeoutLike = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
+        self, endpoint: str, prompt: str, **params: Unpack[CompletionOptions]
     ) -> CompletionResponse:
         """Send a prompt to a completions endpoint and return the generated text.
 
-        `prompt` is a non-blank string; the other parameters follow the rules of `chat()`.
+        `prompt` is a non-blank string; the other keywords follow the rules of `chat()`.
         """
-        params = CompletionParams(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            penalty_score=penalty_score,
-            stop=stop,
-            user_id=user_id,
-        )
-        call = self._prepare(
-            "completions",
-            endpoint,
-            _completion_body(prompt, params, False),
-            timeout,
-            max_retries,
-            request_id,
-        )
+        call = self._prepare_completion("complete", endpoint, prompt, params, False)
         return _decode_answer(await self._sender.send(call), CompletionResponse)
 
+    @traced_stream("chat")
+    @show_keywords(ChatOptions)
     def chat_stream(
-        self,
-        endpoint: str,
-        messages: Sequence[MessageLike],
-        *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Sequence[str] | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: TimeoutLike = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
+        self, endpoint: str, messages: Sequence[MessageLike], **params: Unpack[ChatOptions]
     ) -> ChatStream:
         """Stream a chat answer sentence by sentence. Not awaited:
 
@@ -356,93 +370,98 @@ class AsyncClient(BatchMethods):
         arrived, never after. The read timeout is the longest silence allowed between two
         chunks. Leaving the block, `break` or cancellation closes the connection at once.
         """
-        params = ChatParams(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            penalty_score=penalty_score,
-            stop=stop,
-            user_id=user_id,
-            metadata=metadata,
-        )
-        call = self._prepare(
-            "chat",
-            endpoint,
-            self._chat_body(messages, params, True),
-            timeout,
-            max_retries,
-            request_id,
-        )
+        call = self._prepare_chat("chat_stream", endpoint, messages, params, True)
         return ChatStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
+    @traced_stream("text_completion")
+    @show_keywords(CompletionOptions)
     def complete_stream(
-        self,
-        endpoint: str,
-        prompt: str,
-        *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Sequence[str] | None = None,
-        user_id: str | None = None,
-        timeout: TimeoutLike = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
+        self, endpoint: str, prompt: str, **params: Unpack[CompletionOptions]
     ) -> CompletionStream:
         """Stream a completion sentence by sentence; used like `chat_stream()`."""
-        params = CompletionParams(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            penalty_score=penalty_score,
-            stop=stop,
-            user_id=user_id,
-        )
-        call = self._prepare(
-            "completions",
-            endpoint,
-            _completion_body(prompt, params, True),
-            timeout,
-            max_retries,
-            request_id,
-        )
+        call = self._prepare_completion("complete_stream", endpoint, prompt, params, True)
         return CompletionStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
-    def _chat_body(
-        self, messages: Sequence[MessageLike], params: ChatParams, stream: bool
-    ) -> dict[str, Any]:
-        return {
+    @traced("embeddings")
+    @show_keywords(EmbedOptions, texts_per_request=DEFAULT_TEXTS_PER_REQUEST)
+    async def embed(
+        self, endpoint: str, texts: Sequence[str], **params: Unpack[EmbedOptions]
+    ) -> EmbeddingResponse:
+        """The embedding vectors of `texts` (a non-empty list of non-blank strings), in order.
+
+        More texts than `texts_per_request` (16; `tao_8k` takes 1) go out as several
+        requests, concurrently within the client's limits, merged back in input order with
+        their usage summed; the first failure fails the call. `user_id`, `extra_*`,
+        `timeout`, `max_retries` and `request_id` are as for `chat()`.
+        """
+        check_unknown("embed", params, _EMBED_KEYS)
+        options = dict(params)
+        per_request = check_positive_int(
+            options.pop("texts_per_request", DEFAULT_TEXTS_PER_REQUEST), "texts_per_request"
+        )
+        user_id = options.pop("user_id", None)
+        if user_id is not None and not isinstance(user_id, str):
+            raise ValidationError("user_id", "must be a string", user_id)
+        checked = check_texts(texts)
+        extras = Extras(**options) if options else NO_EXTRAS  # type: ignore[arg-type]
+        template = self._template("embeddings", endpoint, extras)
+
+        async def send(part: list[str]) -> EmbeddingResponse:
+            body: dict[str, Any] = {"input": part}
+            if user_id is not None:
+                body["user_id"] = user_id
+            answer = await self._sender.send(template.call(body, extras))
+            return decode_embeddings(
+                answer.data, len(part), request_id=answer.request_id, ratelimit=answer.ratelimit
+            )
+
+        width = self._capacity or DEFAULT_MAX_CONNECTIONS
+        return await embed_in_parts(checked, per_request, send, width)
+
+    def _prepare_chat(
+        self,
+        name: str,
+        endpoint: str,
+        messages: Sequence[MessageLike],
+        params: Mapping[str, Any],
+        stream: bool,
+    ) -> PreparedCall:
+        fields, extras = split_params(name, params, ChatParams, _CHAT_KEYS)
+        body = {
             "messages": check_messages(messages, max_chars=self._max_input_chars),
-            **params.body_fields(),
+            **fields,
             "stream": stream,
         }
+        return self._template("chat", endpoint, extras).call(body, extras)
 
-    def _prepare(
-        self,
-        kind: protocol.Kind,
-        endpoint: str,
-        body: dict[str, Any],
-        timeout: TimeoutLike,
-        max_retries: int | None,
-        request_id: str | None,
+    def _prepare_completion(
+        self, name: str, endpoint: str, prompt: str, params: Mapping[str, Any], stream: bool
     ) -> PreparedCall:
-        """Everything about a model call that does not change between attempts."""
+        fields, extras = split_params(name, params, CompletionParams, _COMPLETION_KEYS)
+        body = {"prompt": check_prompt(prompt), **fields, "stream": stream}
+        return self._template("completions", endpoint, extras).call(body, extras)
+
+    def _template(self, kind: protocol.Kind, endpoint: str, extras: Extras) -> _CallTemplate:
+        """What every request of a call shares: checked before the first one is sent."""
         url = self._model_url(kind, endpoint)
+        if extras.query:
+            url = url.copy_merge_params(extras.query)
         policy = self._retry
-        if max_retries is not None:
-            policy = attrs.evolve(policy, max_retries=max_retries)
-        return PreparedCall(
-            auth=self._auth,
-            url=url,
-            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-            headers={
-                "Content-Type": "application/json",
-                protocol.REQUEST_ID_HEADER: request_id or protocol.new_request_id(),
-            },
-            timeout=self._timeout if timeout is None else _as_timeout(timeout),
-            policy=policy,
-        )
+        if extras.max_retries is not None:
+            policy = attrs.evolve(policy, max_retries=extras.max_retries)
+        timeout = self._timeout if extras.timeout is None else _as_timeout(extras.timeout)
+        tokens_for = None if self._estimate is None else self._tokens_for
+        return _CallTemplate(self._auth, url, timeout, policy, tokens_for)
+
+    def _tokens_for(self, body: dict[str, Any]) -> int:
+        """The estimated tokens of a request, refused if it could never fit the budget."""
+        assert self._estimate is not None and self._sender.budget is not None
+        tokens = self._estimate(body)
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise ValidationError("token_estimator", "must return a whole number >= 0", tokens)
+        field = "messages" if "messages" in body else "prompt" if "prompt" in body else "input"
+        self._sender.budget.check_tokens(tokens, field)
+        return tokens
 
     def _model_url(self, kind: protocol.Kind, endpoint: str) -> httpx.URL:
         # Parsing a URL is the dearest step of building a request: parse each route once.
@@ -459,9 +478,19 @@ class AsyncClient(BatchMethods):
         call: PreparedCall,
         first_chunk: Callable[[Reply, str | None], Awaitable[tuple[ChunkReader[C], C | None]]],
     ) -> tuple[ChunkReader[C], C | None]:
-        reader, first = (await self._sender.send(call, prime=first_chunk)).data
+        answer = await self._sender.send(call, prime=first_chunk)
+        reader, first = answer.data
         reader.on_close = self._sender.release  # an open stream holds its place in flight
+        if answer.charge is not None:
+            reader.on_end = partial(self._settle_stream, answer.charge)
         return reader, first
+
+    async def _settle_stream(self, charge: TokenCharge, usage: Usage | None, ended: bool) -> None:
+        """A stream's tokens: its last usage once it ended; closed early, the last usage it
+        carried (partial, the service counts what it generated), else the estimate."""
+        assert self._sender.budget is not None
+        used = usage.total_tokens if usage is not None else 0
+        await self._sender.budget.settle(charge, used if ended or used > 0 else charge.tokens)
 
     async def _fetch_token(self) -> AccessToken:
         assert isinstance(self._credentials, OAuthCredentials)
@@ -472,8 +501,22 @@ class AsyncClient(BatchMethods):
             policy=self._retry,
             timeout=self._timeout,
         )
-        answer = await self._sender.send(call)
-        return parse_token_response(answer.status_code, answer.body, now=self._clock())
+        try:
+            answer = await self._sender.send(call)
+            return parse_token_response(answer.status_code, answer.body, now=self._clock())
+        except AuthenticationError as exc:
+            if exc.hint is None:
+                exc.hint = oauth_hint(self._credentials)
+            raise
+
+
+def _base_url_setting(base_url: object) -> str:
+    """Which setting gave the client its address, for the hint of a connection failure."""
+    if base_url:
+        return "base_url="
+    if os.environ.get("QIANFAN_BASE_URL"):
+        return "QIANFAN_BASE_URL"
+    return "the default base_url (set base_url= or QIANFAN_BASE_URL to change it)"
 
 
 def _is_loopback(host: str) -> bool:
@@ -483,8 +526,46 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost" or host.endswith(".localhost")  # RFC 6761: loopback
 
 
-def _completion_body(prompt: str, params: CompletionParams, stream: bool) -> dict[str, Any]:
-    return {"prompt": check_prompt(prompt), **params.body_fields(), "stream": stream}
+class _CallTemplate:
+    """What the requests of one call share; `call()` makes each one's `PreparedCall`."""
+
+    __slots__ = ("auth", "policy", "timeout", "tokens_for", "url")
+
+    def __init__(
+        self,
+        auth: RequestAuth,
+        url: httpx.URL,
+        timeout: httpx.Timeout,
+        policy: RetryPolicy,
+        tokens_for: Callable[[dict[str, Any]], int] | None = None,
+    ) -> None:
+        self.auth = auth
+        self.url = url
+        self.timeout = timeout
+        self.policy = policy
+        self.tokens_for = tokens_for  # the token estimate, with a token budget
+
+    def call(self, body: dict[str, Any], extras: Extras) -> PreparedCall:
+        if extras.body:
+            body.update(extras.body)
+        headers = {
+            "Content-Type": "application/json",
+            protocol.REQUEST_ID_HEADER: extras.request_id or protocol.new_request_id(),
+        }
+        if extras.headers:
+            for name, value in extras.headers.items():
+                for same in [key for key in headers if key.lower() == name.lower()]:
+                    del headers[same]  # the caller's replaces ours, whatever its case
+                headers[name] = value
+        return PreparedCall(
+            auth=self.auth,
+            url=self.url,
+            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+            headers=headers,
+            timeout=self.timeout,
+            policy=self.policy,
+            tokens=None if self.tokens_for is None else self.tokens_for(body),
+        )
 
 
 def _decode_answer(answer: Answer, cls: type[R]) -> R:

@@ -25,6 +25,7 @@ not retried.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import attrs
 
@@ -42,6 +43,7 @@ __all__ = [
     "RequestTimeoutError",
     "ServerError",
     "StreamError",
+    "TimeoutLimit",
     "TransportError",
     "ValidationError",
     "WenxinError",
@@ -66,13 +68,64 @@ class ValidationError(WenxinError, ValueError):
 
 
 class TransportError(WenxinError):
-    """The connection failed: refused, reset, or closed before a complete answer."""
+    """The connection failed: refused, reset, or closed before a complete answer.
+
+    `url` is where the request went (scheme, host, port and path; never the query, which
+    holds the access token), `attempts` how many were made before giving up (`None` when
+    the failure came mid-stream, where nothing is retried), and `hint` the setting to
+    change. `str()` shows all three.
+    """
 
     retryable = True
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        attempts: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.url = url
+        self.attempts = attempts
+        self.hint = hint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.attempts is not None:
+            text += f"; gave up after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        if self.hint:
+            text += f" - {self.hint}"
+        return text
+
+
+#: The four limits of an `httpx.Timeout`, the names `RequestTimeoutError.limit` takes.
+TimeoutLimit = Literal["connect", "read", "write", "pool"]
+
 
 class RequestTimeoutError(TransportError, TimeoutError):
-    """No answer (or no next stream chunk) within the configured timeout."""
+    """No answer (or no next stream chunk) within the configured timeout.
+
+    `limit` says which of the four limits of an `httpx.Timeout` expired (`"connect"`,
+    `"read"`, `"write"` or `"pool"`: waiting for a free connection), when known, and
+    `seconds` its value; change them with the client's or the call's `timeout=`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: TimeoutLimit | None = None,
+        seconds: float | None = None,
+        url: str | None = None,
+        attempts: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, url=url, attempts=attempts, hint=hint)
+        self.limit = limit
+        self.seconds = seconds
 
 
 class ProtocolError(WenxinError):
@@ -102,10 +155,19 @@ class StreamError(ProtocolError):
 class APIError(WenxinError):
     """The server refused the call.
 
-    `code` is the `error_code` of the body (an int), the OAuth `error` string, or `None`
-    when only the HTTP status spoke. `request_id` is the id the server echoed (or the one
-    we sent), `response_id` the body's `id`; `hint` says what to check, where we know.
+    `code` is the `error_code` of the body (an int, e.g. 336003), the OAuth `error` string
+    (e.g. `"invalid_client"`), or `None` when only the HTTP status spoke. `request_id` is
+    the id the server echoed (or the one we sent), `response_id` the body's `id`; `hint`
+    says what to check, where we know. `retryable` and `retry_after` are what the retry
+    loop went by (see `ERROR_TABLE`).
     """
+
+    #: The body's `error_code` (int), the OAuth `error` (str), or None (HTTP status only).
+    code: int | str | None
+    #: The HTTP status of the answer, when there was one.
+    status_code: int | None
+    #: What to check or change, where the library knows.
+    hint: str | None
 
     def __init__(
         self,

@@ -1,5 +1,5 @@
 """
-Client-side rate limiting (PROTOCOL §7): `qps` / `rpm` ceilings, and adaptive slowing
+Client-side rate limiting (docs/protocol.md §7): `qps` / `rpm` ceilings, and adaptive slowing
 down after rate-limit answers.
 
 The client awaits `acquire()` before every model request attempt and calls `feedback()`
@@ -34,6 +34,9 @@ after every answer. Decisions:
   user switched a limit on, and only ever lowers it: the lowest value seen is kept (one
   limiter may serve models with different limits). It never switches limiting on.
 - `adaptive=False` keeps only the configured (and header-lowered) ceiling.
+- **`tpm`** adds a token budget (`_token_budget.TokenWindow`, which has its own rules): a
+  request charged with tokens (`acquire_tokens`) waits for its place in the token schedule
+  first, then for its start slot, so starts stay spaced whatever the token waits were.
 """
 
 from __future__ import annotations
@@ -47,8 +50,9 @@ import anyio
 
 from ._errors import ValidationError
 from ._models import RateLimitInfo
+from ._token_budget import TokenCharge, TokenWindow
 
-__all__ = ["AdaptiveRateLimiter", "NoLimit", "RateLimiter"]
+__all__ = ["AdaptiveRateLimiter", "NoLimit", "RateLimiter", "TokenRateLimiter"]
 
 SAFETY = 0.98  #: requests are spaced at 1/(rate * SAFETY): ~20 ms slack per 1-s window
 CUT_FACTOR = 0.5  #: multiplicative decrease on a throttled answer
@@ -73,6 +77,31 @@ class RateLimiter(Protocol):
 
     async def feedback(self, *, throttled: bool, ratelimit: RateLimitInfo | None) -> None:
         """Learn from an answer: `throttled` after a rate-limit error; its headers."""
+        ...
+
+
+@runtime_checkable
+class TokenRateLimiter(RateLimiter, Protocol):
+    """A limiter with a tokens-per-minute budget too. The client estimates each request's
+    tokens when `tpm` is not `None`, refuses one that `check_tokens` refuses, calls
+    `acquire_tokens(estimate)` instead of `acquire()`, and `settle()` with the tokens the
+    answer used (0 for a failed request) once it is known."""
+
+    @property
+    def tpm(self) -> float | None:
+        """The configured tokens per minute (`None`: no token budget)."""
+        ...
+
+    def check_tokens(self, tokens: int, field: str) -> None:
+        """Raise `ValidationError` for a request that could never fit in the budget."""
+        ...
+
+    async def acquire_tokens(self, tokens: int) -> TokenCharge:
+        """Wait until this request and its `tokens` may start; book them."""
+        ...
+
+    async def settle(self, charge: TokenCharge, used: int, *, throttled: bool = False) -> None:
+        """Replace the charge by what was used; `throttled` after a 336502 answer."""
         ...
 
 
@@ -122,12 +151,16 @@ class AdaptiveRateLimiter:
         *,
         qps: float | None = None,
         rpm: float | None = None,
+        tpm: float | None = None,
         adaptive: bool = True,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        token_window: float = 60.0,
     ) -> None:
         _check_limit("qps", qps)
         _check_limit("rpm", rpm)
+        # `token_window`: seconds of the token budget's sliding window (tests shrink it)
+        self._tokens = None if tpm is None else TokenWindow(tpm, window=token_window, clock=clock)
         self._qps = qps
         self._rpm = rpm
         self._adaptive = adaptive
@@ -160,6 +193,16 @@ class AdaptiveRateLimiter:
         return self._rpm
 
     @property
+    def tpm(self) -> float | None:
+        """The configured tokens per minute (`None`: no token budget)."""
+        return None if self._tokens is None else self._tokens.tpm
+
+    @property
+    def tokens(self) -> TokenWindow | None:
+        """The token budget, if `tpm` was given."""
+        return self._tokens
+
+    @property
     def adaptive(self) -> bool:
         """Whether rate-limit answers slow it down (and successes speed it up again)."""
         return self._adaptive
@@ -176,8 +219,9 @@ class AdaptiveRateLimiter:
 
     def __repr__(self) -> str:
         rate = "unlimited" if self._rate is None else f"{self._rate:.4g}/s"
+        tpm = "" if self._tokens is None else f"tpm={self._tokens.tpm!r}, "
         return (
-            f"AdaptiveRateLimiter(qps={self._qps!r}, rpm={self._rpm!r}, "
+            f"AdaptiveRateLimiter(qps={self._qps!r}, rpm={self._rpm!r}, {tpm}"
             f"adaptive={self._adaptive!r}, rate={rate})"
         )
 
@@ -209,6 +253,28 @@ class AdaptiveRateLimiter:
         self._release(ticket)
         self._sent.append(now)
 
+    def check_tokens(self, tokens: int, field: str = "tpm") -> None:
+        """Raise `ValidationError` for a request that could never fit in the budget."""
+        if self._tokens is not None:
+            self._tokens.check(tokens, field)
+
+    async def acquire_tokens(self, tokens: int) -> TokenCharge:
+        """Wait for `tokens` in the token budget, then for a start slot."""
+        if self._tokens is None:
+            raise RuntimeError("this limiter has no token budget (tpm=None)")
+        charge = await self._tokens.take(tokens)
+        try:
+            await self.acquire()
+        except BaseException:
+            self._tokens.settle(charge, 0)  # never sent
+            raise
+        return charge
+
+    async def settle(self, charge: TokenCharge, used: int, *, throttled: bool = False) -> None:
+        """Replace the charge by the tokens used (0: failed); `throttled` after a 336502."""
+        if self._tokens is not None:
+            self._tokens.settle(charge, used, throttled=throttled and self._adaptive)
+
     def _release(self, ticket: _Ticket) -> None:
         del self._pending[ticket]
         if not self._pending:  # no waiter left whose cancellation could reach a hole
@@ -216,6 +282,8 @@ class AdaptiveRateLimiter:
 
     async def feedback(self, *, throttled: bool, ratelimit: RateLimitInfo | None) -> None:
         """Learn from one answer: `throttled` for a rate-limit answer, plus its headers."""
+        if self._tokens is not None and ratelimit is not None:
+            self._tokens.lower(ratelimit.limit_tokens)
         if ratelimit is not None and self._ceiling is not None:
             limit = ratelimit.limit_requests
             if limit is not None and 0 < limit / 60.0 < self._ceiling:

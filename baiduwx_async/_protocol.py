@@ -1,6 +1,6 @@
 """
 The sans-I/O core of a model call: routes, request ids, redaction, and the reading
-of an answer into a result or the error it carries (PROTOCOL §1, §6, §8).
+of an answer into a result or the error it carries (docs/protocol.md §1, §6, §8).
 
 Nothing here awaits; `_client` sends what this builds and hands back what it got.
 """
@@ -33,7 +33,7 @@ __all__ = [
     "redact",
 ]
 
-Kind = Literal["chat", "completions"]
+Kind = Literal["chat", "completions", "embeddings"]
 
 MODEL_PREFIX = "/rpc/2.0/ai_custom/v1/wenxinworkshop/"
 REQUEST_ID_HEADER = "Request_id"
@@ -91,7 +91,7 @@ def error_in_answer(
 ) -> tuple[WenxinError | None, object]:
     """Read a whole answer: `(error, decoded JSON)`; `error` is `None` for a good answer.
 
-    The order is PROTOCOL §6's: an `error_code` body decides whatever the status, then
+    The order is docs/protocol.md §6's: an `error_code` body decides whatever the status, then
     an OAuth `error`, then the status (429 and 5xx retryable, 401/403 authentication,
     other 4xx invalid). A 200 that is not JSON is a `ProtocolError`; so is any answer
     when `expect_json` is false (a stream request answered with JSON but no error).

@@ -23,17 +23,21 @@ from ._errors import (
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
+    RequestTimeoutError,
     TransportError,
     WenxinError,
 )
-from ._limits import RateLimiter
+from ._limits import RateLimiter, TokenRateLimiter
 from ._models import RateLimitInfo
 from ._retry import RetryPolicy, note_attempt
-from ._transport import OutgoingRequest, Reply, Transport
+from ._token_budget import TokenCharge
+from ._transport import OutgoingRequest, Reply, Transport, location, origin
 
 __all__ = ["Answer", "PreparedCall", "Sender", "install_log_redaction"]
 
 logger = logging.getLogger("baiduwx_async")
+
+TPM_LIMIT_CODE = 336502  #: the service's "tokens per minute exceeded"
 
 P = TypeVar("P")
 
@@ -45,7 +49,7 @@ class PreparedCall:
     """Everything about a call that stays the same from one attempt to the next."""
 
     # Plain slotted classes here and below: one of each is made per call.
-    __slots__ = ("auth", "content", "headers", "policy", "timeout", "url")
+    __slots__ = ("auth", "content", "headers", "policy", "timeout", "tokens", "url")
 
     def __init__(
         self,
@@ -56,8 +60,10 @@ class PreparedCall:
         policy: RetryPolicy,
         timeout: httpx.Timeout,
         auth: RequestAuth | None = None,
+        tokens: int | None = None,
     ) -> None:
         self.url = url
+        self.tokens = tokens  # estimated tokens, charged to the token budget (None: none)
         self.content = content
         self.headers = headers
         self.policy = policy
@@ -78,7 +84,7 @@ class Answer:
     read of it), its headers (lower-case names), the request id the server echoed or we
     sent, its rate-limit headers and its body (empty for a stream)."""
 
-    __slots__ = ("body", "data", "headers", "ratelimit", "request_id", "status_code")
+    __slots__ = ("body", "charge", "data", "headers", "ratelimit", "request_id", "status_code")
 
     def __init__(
         self,
@@ -95,6 +101,7 @@ class Answer:
         self.request_id = request_id
         self.ratelimit = ratelimit
         self.body = body
+        self.charge: TokenCharge | None = None  # a stream's token charge, settled at its end
 
 
 class Sender:
@@ -109,13 +116,20 @@ class Sender:
         max_in_flight: int | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.time,
+        base_url_setting: str = "base_url= or QIANFAN_BASE_URL",
     ) -> None:
         self.transport = transport
+        #: Where the client's address came from, for the hint of a connection failure.
+        self.base_url_setting = base_url_setting
         self.closed = False
         self.max_response_bytes = max_response_bytes
         self.limiter = limiter
+        #: the limiter again when it has a token budget (calls then carry `tokens`)
+        self.budget: TokenRateLimiter | None = None
         self._slots = anyio.Semaphore(max_in_flight) if max_in_flight else None
         self._clock = clock
+        #: Told of each retry (attempt, error, wait) by telemetry; None when it is off.
+        self.on_retry: Callable[[int, BaseException, float], None] | None = None
 
     async def send(
         self,
@@ -144,7 +158,10 @@ class Sender:
                 logger.debug(
                     "%s %s attempt %d", request.method, protocol.redact(request.url), retries + 1
                 )
-            if self.limiter is not None and call.auth is not None:
+            charge = None
+            if call.tokens is not None and self.budget is not None:
+                charge = await self.budget.acquire_tokens(call.tokens)
+            elif self.limiter is not None and call.auth is not None:
                 await self.limiter.acquire()
             if self._slots is not None:
                 try:
@@ -168,7 +185,9 @@ class Sender:
                             await reply.aclose()
                         raise
                     keep_slot = True  # until the stream closes
-                    return Answer(reply.status_code, primed, headers, request_id, ratelimit, b"")
+                    answer = Answer(reply.status_code, primed, headers, request_id, ratelimit, b"")
+                    answer.charge = charge
+                    return answer
                 body = await reply.read(self.max_response_bytes)
             except (APIError, TransportError, ProtocolError) as exc:  # also from `prime`
                 error = exc
@@ -184,11 +203,17 @@ class Sender:
                 )
                 ratelimit = await self._feedback(found, headers)
                 if found is None:
+                    if charge is not None:
+                        await self.settle(charge, data)
                     return Answer(reply.status_code, data, headers, request_id, ratelimit, body)
                 error = found
             finally:
                 if not keep_slot:
                     self.release()
+            if charge is not None:  # refused or failed: the service counts nothing
+                assert self.budget is not None
+                throttled = isinstance(error, APIError) and error.code == TPM_LIMIT_CODE
+                await self.budget.settle(charge, 0, throttled=throttled)
             if (
                 call.auth is not None
                 and isinstance(error, APIError)
@@ -202,11 +227,45 @@ class Sender:
             if not policy.allows(error, retries):
                 if isinstance(error, AuthenticationError) and error.hint is None:
                     error.hint = call.auth.hint() if call.auth is not None else None
+                elif isinstance(error, TransportError):
+                    self._explain(error, request, retries + 1 + replayed)
                 raise error
             delay = policy.wait(retries, getattr(error, "retry_after", None))
             logger.debug("retrying in %.2f s after %s", delay, type(error).__name__)
+            if self.on_retry is not None:
+                self.on_retry(retries + 1, error, delay)
             await anyio.sleep(delay)
             retries += 1
+
+    async def settle(self, charge: TokenCharge, data: Any) -> None:
+        """Settle a token charge by the `usage` of an answer (kept as charged without one)."""
+        assert self.budget is not None
+        usage = data.get("usage") if isinstance(data, dict) else None
+        used = usage.get("total_tokens") if isinstance(usage, dict) else None
+        if isinstance(used, int) and not isinstance(used, bool) and used >= 0:
+            await self.budget.settle(charge, used)
+        else:
+            await self.budget.settle(charge, charge.tokens)
+
+    def _explain(self, error: TransportError, request: OutgoingRequest, attempts: int) -> None:
+        """Complete a connection failure's message: where, how many tries, what to change."""
+        error.url = error.url or location(request.url)
+        error.attempts = attempts
+        if not isinstance(error, RequestTimeoutError):
+            if error.hint is None:
+                error.hint = (
+                    f"is the service at {origin(request.url)} up and reachable? The address "
+                    f"comes from {self.base_url_setting}"
+                )
+            return
+        # A timeout's own hint (from a body read) cannot know the value; this one does.
+        limit = error.limit
+        if limit is not None and error.seconds is None:
+            error.seconds = getattr(request.timeout, limit)
+        seconds = f"{error.seconds:g} s" if error.seconds is not None else "the time allowed"
+        error.hint = _TIMEOUT_HINTS.get(limit, _TIMEOUT_HINTS[None]).format(
+            seconds=seconds, origin=origin(request.url), setting=self.base_url_setting
+        )
 
     def release(self) -> None:
         """Give back the place in flight a request (or an open stream) held."""
@@ -222,6 +281,21 @@ class Sender:
             )
             await self.limiter.feedback(throttled=throttled, ratelimit=ratelimit)
         return ratelimit
+
+
+_TIMEOUT_HINTS = {
+    "connect": "no connection to {origin} within {seconds}: check the address "
+    "({setting}) and the network, or allow more with "
+    "timeout=httpx.Timeout(..., connect=SECONDS)",
+    "read": "the server sent nothing for {seconds}: allow more with timeout=SECONDS "
+    "(or httpx.Timeout(..., read=SECONDS)); for a stream this is the longest silence "
+    "allowed between two chunks",
+    "write": "sending the request took over {seconds}: allow more with "
+    "timeout=httpx.Timeout(..., write=SECONDS)",
+    "pool": "every connection stayed busy for {seconds}: allow a longer wait with "
+    "timeout=httpx.Timeout(..., pool=SECONDS), or a larger pool with max_concurrency=",
+    None: "allow more time with timeout=SECONDS (or an httpx.Timeout)",
+}
 
 
 def _is_event_stream(status_code: int, headers: dict[str, str]) -> bool:

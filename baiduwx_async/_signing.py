@@ -1,4 +1,4 @@
-"""bce-auth-v1 request signing and verification (PROTOCOL.md §2b).
+"""bce-auth-v1 request signing and verification (docs/protocol.md §2b).
 
 Pure (no I/O, clock or event loop): the client calls :func:`sign`, the emulator :func:`verify`.
 
@@ -174,7 +174,7 @@ def verify(
     now: float,
     skew: float = 300.0,
 ) -> str | None:
-    """Return None if valid, else a short reason (PROTOCOL.md §2b "Emulator verification")."""
+    """Return None if valid, else a short reason (docs/protocol.md §2b "Emulator verification")."""
     try:
         auth = parse_authorization(authorization)
     except ValueError:

@@ -1,5 +1,5 @@
 """
-A sans-I/O decoder for Baidu's server-sent events (PROTOCOL §5): bytes in, events out.
+A sans-I/O decoder for Baidu's server-sent events (docs/protocol.md §5): bytes in, events out.
 
 Baidu is not a general SSE server: each `data:` line carries one whole JSON chunk, so
 every `data:` line is one event and consecutive data lines are never joined. Lines that
@@ -27,7 +27,7 @@ class SSEEvent(NamedTuple):
     data: str
     #: The value of the latest `event:` line before this one; each event consumes it.
     event: str | None
-    #: True when the line had no `data:` prefix (PROTOCOL §5 "other JSON").
+    #: True when the line had no `data:` prefix (docs/protocol.md §5 "other JSON").
     bare: bool
 
 

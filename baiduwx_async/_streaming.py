@@ -13,7 +13,7 @@ import json
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import anyio
 
@@ -29,6 +29,7 @@ from ._models import (
     ChatResponse,
     CompletionChunk,
     CompletionResponse,
+    FunctionCall,
     RateLimitInfo,
     Usage,
     decode,
@@ -36,6 +37,9 @@ from ._models import (
 from ._protocol import excerpt
 from ._sse import SSEDecoder, SSEEvent
 from ._transport import Reply
+
+if TYPE_CHECKING:
+    from ._telemetry import StreamObserver
 
 __all__ = ["ChatStream", "ChunkReader", "CompletionStream"]
 
@@ -65,6 +69,9 @@ class ChunkReader(Generic[C]):
         self.chunks_read = 0
         #: Called once when the response is closed (the client frees the stream's place).
         self.on_close: Callable[[], None] | None = None
+        #: Awaited once when the stream is closed, with its last usage and whether it ended
+        #: (the client settles the stream's token charge).
+        self.on_end: Callable[[Usage | None, bool], Awaitable[None]] | None = None
 
     async def close(self) -> None:
         """Close the response at once, whatever cancellation is under way."""
@@ -137,6 +144,8 @@ OpenStream = Callable[
 class _Stream(Generic[C, R]):
     _chunk_class: ClassVar[type[Any]]
     _response_class: ClassVar[type[Any]]
+    #: The stream's span, when the client's telemetry is on.
+    _trace: StreamObserver | None = None
 
     def __init__(
         self,
@@ -152,6 +161,9 @@ class _Stream(Generic[C, R]):
         self._parts: list[str] = []
         self._first: C | None = None
         self._last: C | None = None
+        # ERNIE fields that may come in any chunk, not only the last: kept as received
+        self._carried: dict[str, Any] = {}
+        self._carried_raw: dict[str, Any] = {}
 
     # --- what the caller reads after (or during) the stream
 
@@ -164,6 +176,12 @@ class _Stream(Generic[C, R]):
     def usage(self) -> Usage | None:
         """The token usage of the latest chunk (complete after the last one)."""
         return self._last.usage if self._last is not None else None
+
+    @property
+    def function_call(self) -> FunctionCall | None:
+        """The function the model asked to call, from whichever chunk carried it."""
+        call = self._carried.get("function_call")
+        return call if isinstance(call, FunctionCall) else None
 
     @property
     def id(self) -> str | None:
@@ -224,6 +242,12 @@ class _Stream(Generic[C, R]):
         self._closed = True
         if self._reader is not None:
             await self._reader.close()
+            on_end, self._reader.on_end = self._reader.on_end, None
+            if on_end is not None:
+                with anyio.CancelScope(shield=True):
+                    await on_end(self.usage, self._finished)
+        if self._trace is not None:
+            self._trace.close(self)
 
     def __aiter__(self: S) -> S:
         return self
@@ -243,13 +267,22 @@ class _Stream(Generic[C, R]):
                 if next_chunk is None:
                     raise self._reader.broken("stream ended without an is_end chunk")
                 chunk = next_chunk
-        except BaseException:
+        except BaseException as exc:
+            if self._trace is not None:
+                self._trace.fail(exc)
             await self.aclose()
             raise
         if self._first is None:
             self._first = chunk
         self._last = chunk
         self._parts.append(chunk.result)
+        if isinstance(chunk, ChatChunk) and (
+            chunk.function_call is not None or chunk.search_info is not None
+        ):
+            for name in _CARRIED:
+                if getattr(chunk, name) is not None:
+                    self._carried[name] = getattr(chunk, name)
+                    self._carried_raw[name] = chunk.raw[name]
         if chunk.is_end:
             self._finished = True
             try:
@@ -267,6 +300,8 @@ class _Stream(Generic[C, R]):
         raw = {
             key: value for key, value in last.raw.items() if key not in ("sentence_id", "is_end")
         }
+        for name, value in self._carried_raw.items():
+            raw.setdefault(name, value)
         raw.update(id=self._first.id, created=self._first.created, result=self.text)
         response: R = decode(
             raw, self._response_class, request_id=self.request_id, ratelimit=self.ratelimit
@@ -275,6 +310,7 @@ class _Stream(Generic[C, R]):
 
 
 S = TypeVar("S", bound=_Stream[Any, Any])
+_CARRIED = ("function_call", "search_info")
 
 
 class ChatStream(_Stream[ChatChunk, ChatResponse]):

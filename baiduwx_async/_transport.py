@@ -17,7 +17,13 @@ from typing import Protocol
 
 import httpx
 
-from ._errors import ProtocolError, RequestTimeoutError, TransportError, ValidationError
+from ._errors import (
+    ProtocolError,
+    RequestTimeoutError,
+    TimeoutLimit,
+    TransportError,
+    ValidationError,
+)
 from ._protocol import redact
 
 __all__ = [
@@ -55,8 +61,8 @@ class OutgoingRequest:
 
     @property
     def route(self) -> str:
-        """Method, host and path, for error messages (never the query: it holds the token)."""
-        return f"{self.method} {self.url.host}{self.url.path}"
+        """Method and `location`, for error messages."""
+        return f"{self.method} {location(self.url)}"
 
 
 class Reply(Protocol):
@@ -102,6 +108,43 @@ class Transport(Protocol):
         ...
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: httpx.URL) -> str:
+    """`scheme://host:port`, the port shown even when it is the scheme's default."""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    port = url.port or _DEFAULT_PORTS.get(url.scheme)
+    return f"{url.scheme}://{host}:{port}" if port else f"{url.scheme}://{host}"
+
+
+def location(url: httpx.URL) -> str:
+    """`origin` and path: where a request went, for messages (never the query: it holds
+    the access token or the OAuth keys)."""
+    return f"{origin(url)}{url.path}"
+
+
+def timed_out(
+    request: OutgoingRequest, limit: TimeoutLimit | None, exc: BaseException
+) -> RequestTimeoutError:
+    """The error for a request that hit one of its timeouts (`limit`, when known)."""
+    seconds = getattr(request.timeout, limit) if limit is not None else None
+    expired = f"the {limit} timeout" if limit is not None else "a timeout"
+    if seconds is not None:
+        expired += f" ({seconds:g} s)"
+    return RequestTimeoutError(
+        f"{request.route} timed out: {expired} expired ({type(exc).__name__})",
+        limit=limit,
+        seconds=seconds,
+        url=location(request.url),
+    )
+
+
+def connection_failed(request: OutgoingRequest, exc: BaseException) -> TransportError:
+    # Libraries may quote the URL in their messages, and ours carries the token
+    return TransportError(f"{request.route} failed: {redact(repr(exc))}", url=location(request.url))
+
+
 def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -123,7 +166,12 @@ async def join_within(parts: AsyncIterator[bytes], limit: int) -> bytes:
 def read_failed(exc: BaseException, *, timeout: bool) -> TransportError:
     """The error for a body that stopped coming: silence past the read timeout, or a break."""
     if timeout:
-        return RequestTimeoutError(f"no data within the read timeout ({type(exc).__name__})")
+        return RequestTimeoutError(
+            f"no data within the read timeout ({type(exc).__name__})",
+            limit="read",
+            hint="allow a longer silence with timeout=SECONDS (or httpx.Timeout(..., "
+            "read=SECONDS)); in a stream it is the longest wait between two chunks",
+        )
     return TransportError(f"connection broken while reading: {type(exc).__name__}: {exc}")
 
 
@@ -177,10 +225,9 @@ class HttpxTransport:
             if shard >= 0:
                 self._busy[shard] -= 1
             if isinstance(exc, httpx.TimeoutException):
-                raise RequestTimeoutError(f"{request.route} timed out: {exc!r}") from None
+                raise timed_out(request, _HTTPX_LIMITS.get(type(exc)), exc) from None
             if isinstance(exc, httpx.TransportError):
-                # httpx puts no URL in its messages, but a hook of the caller's might
-                raise TransportError(f"{request.route} failed: {redact(repr(exc))}") from None
+                raise connection_failed(request, exc) from None
             raise
         return HttpxReply(response, self._done_with(shard) if shard >= 0 else None)
 
@@ -193,6 +240,14 @@ class HttpxTransport:
     async def aclose(self) -> None:
         for pool in self.pools:  # a caller's client stays open: it is theirs
             await pool.aclose()
+
+
+_HTTPX_LIMITS: dict[type[Exception], TimeoutLimit] = {
+    httpx.ConnectTimeout: "connect",
+    httpx.ReadTimeout: "read",
+    httpx.WriteTimeout: "write",
+    httpx.PoolTimeout: "pool",
+}
 
 
 class HttpxReply:

@@ -4,7 +4,8 @@
 baiduwx chat ENDPOINT [PROMPT]          stream an answer; without PROMPT, a conversation
 baiduwx complete ENDPOINT PROMPT        stream a completion
 baiduwx batch ENDPOINT IN.jsonl -o OUT.jsonl [--chat|--complete] [--concurrency N] [--qps Q]
-              [--redis URL] [--shard I/N]
+              [--tpm T] [--redis URL] [--shard I/N]
+baiduwx embed ENDPOINT IN.jsonl -o OUT.jsonl [--texts-per-request K] (and batch's run options)
 baiduwx emulator [--host H] [--port P] [--config FILE]
 baiduwx demo                            everything above against an in-process emulator
 ```
@@ -141,6 +142,12 @@ def _run_batch(args: argparse.Namespace) -> int:
     return run_batch(args)
 
 
+def _run_embed(args: argparse.Namespace) -> int:
+    from ._cli_embed import run_embed
+
+    return run_embed(args)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from ._cli_demo import run_demo
 
@@ -250,8 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests in flight at most (default 16)")  # fmt: skip
     batch.add_argument("--qps", type=_positive_float, metavar="Q",
                        help="requests started per second at most")  # fmt: skip
+    batch.add_argument("--tpm", type=_positive_float, metavar="T",
+                       help="tokens per minute at most: each request is charged its "
+                       "estimated tokens ahead and settled by its answer's usage")  # fmt: skip
     batch.add_argument("--redis", metavar="URL",
-                       help="share the token and the --qps quota with every run using this "
+                       help="share the token, the --qps/--tpm quotas and the slow-down after "
+                       "rate-limit answers with every run using this "
                        "Redis (redis://[:password@]host:port/db; extra 'redis')")  # fmt: skip
     batch.add_argument("--shard", type=_shard, metavar="I/N",
                        help="run only shard I of N (1-based): the ids whose stable hash "
@@ -260,9 +271,30 @@ def build_parser() -> argparse.ArgumentParser:
                        default="aiohttp" if has_module("aiohttp") else "httpx",
                        help="HTTP library (default aiohttp when installed: faster; the run "
                        "also uses uvloop when installed)")  # fmt: skip
+    batch.add_argument("--retry-failed", action="store_true",
+                       help="also send again the ids whose last line in OUTPUT failed, "
+                       "appending the new outcome (an id's last line is its result)")  # fmt: skip
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_generation_options(batch)
     batch.set_defaults(run=_run_batch)
+
+    embed = commands.add_parser(
+        "embed",
+        help="embed a JSONL file of texts, resumably",
+        description="Embed every line of INPUT (JSON objects with an 'id' and a 'text') and "
+        "append one line per id to OUTPUT ({'id', 'ok', 'embedding'}); resumable like batch.",
+    )
+    embed.add_argument("endpoint", metavar="ENDPOINT", help="e.g. embedding-v1, bge_large_zh")
+    embed.add_argument("input", metavar="INPUT.jsonl")
+    embed.add_argument("-o", "--output", metavar="OUTPUT.jsonl", required=True)
+    embed.add_argument("--texts-per-request", type=_positive_int, default=16, metavar="K",
+                       help="texts sent in one request (default 16; tao_8k takes 1)")  # fmt: skip
+    for action in batch._actions:  # the same run options as batch
+        if action.dest in (
+            "concurrency", "qps", "tpm", "redis", "shard", "http_backend", "no_progress"
+        ):  # fmt: skip
+            embed._add_action(action)
+    embed.set_defaults(run=_run_embed, mode="embed")
 
     emulator = commands.add_parser("emulator", help="serve a local Wenxin Workshop emulator")
     emulator.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")

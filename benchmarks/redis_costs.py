@@ -8,6 +8,12 @@ port and stops it at the end. Every figure is the median over rounds of (elapsed
 for calls made one after another in one asyncio task, except the "16 tasks" rows (wall
 time per call with 16 tasks calling at once, over one connection pool). The limiter runs
 at qps=1e6, so `acquire` never waits: one round trip to Redis (EVALSHA of one script).
+
+The token budget (issue 18) rows charge 100 tokens and settle them at 50, at tpm=1e12 (no
+wait): `acquire_tokens` + `settle` is two round trips through Redis (the booking and the
+settlement scripts) when the limiter has no qps/rpm, three with qps (the start slot too).
+"Without qps" is the request limiter that only shares the slow-down after rate-limit
+answers: its starts are reported every 0.1 s, not one round trip each.
 """
 
 from __future__ import annotations
@@ -114,8 +120,34 @@ async def measure(url: str, calls: int, rounds: int) -> Table:
         table.add(SECTION, "round trip (PING)", "redis-py asyncio", fmt(ping, 1), "µs/call")
 
         rows: list[tuple[str, Callable[[], Awaitable[object]], Callable[[], Awaitable[object]]]]
+        tokens_only = RedisRateLimiter(url, tpm=1e12, prefix="bench:", name="t", cold_start=0)
+        tokens_qps = RedisRateLimiter(
+            url, qps=1e6, tpm=1e12, prefix="bench:", name="tq", cold_start=0
+        )
+        open_limiter = RedisRateLimiter(url, prefix="bench:", name="open", cold_start=0)
+        local_tokens = wx.AdaptiveRateLimiter(tpm=1e12)
+        local_tokens_qps = wx.AdaptiveRateLimiter(qps=1e6, tpm=1e12)
+        local_open = wx.AdaptiveRateLimiter()
+
+        def charge(limiter: wx.TokenRateLimiter) -> Callable[[], Awaitable[object]]:
+            async def once() -> None:
+                await limiter.settle(await limiter.acquire_tokens(100), 50)
+
+            return once
+
         rows = [
             ("limiter.acquire (no wait)", shared.acquire, local.acquire),
+            ("limiter.acquire without qps", open_limiter.acquire, local_open.acquire),
+            (
+                "tokens: acquire_tokens + settle",
+                charge(tokens_only),
+                charge(local_tokens),
+            ),
+            (
+                "tokens and qps: acquire_tokens + settle",
+                charge(tokens_qps),
+                charge(local_tokens_qps),
+            ),
             (
                 "limiter.feedback (success)",
                 lambda: shared.feedback(**success),  # type: ignore[arg-type]

@@ -52,7 +52,7 @@ class FakeClock:
 
 
 def chat_body(result: str = "你好！有什么我可以帮助你的吗？", **extra: Any) -> dict[str, Any]:
-    """A chat answer as PROTOCOL §4 shows it."""
+    """A chat answer as docs/protocol.md §4 shows it."""
     return {
         "id": "as-m5cqte6b4s",
         "object": "chat.completion",

@@ -96,7 +96,7 @@ def test_import_is_cheap_and_help_lists_the_commands() -> None:
     # Cheap is shown by what is imported, not by a time a busy machine could stretch.
     done = run([sys.executable, "-c", code], cwd=REPO)
     assert done.returncode == 0, done.stderr
-    for command in ("chat", "complete", "batch", "emulator", "demo"):
+    for command in ("chat", "complete", "batch", "embed", "emulator", "demo"):
         assert command in done.stdout
 
 
@@ -256,9 +256,9 @@ def test_batch_resumes_after_a_torn_last_line(emu: RunningEmulator, tmp_path: Pa
 
 def start_and_stop(
     argv: list[str], env: dict[str, str], output: Path, lines: int, sig: signal.Signals
-) -> tuple[int, str]:
-    """Start a batch, and send it `sig` once `output` has at least `lines` lines; its exit
-    code and error output."""
+) -> subprocess.Popen[str]:
+    """Start a batch, and send it `sig` once `output` has at least `lines` lines. Its error
+    output is shown to the secret guard, and left readable in `process.stderr`."""
     process = subprocess.Popen(
         argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -275,7 +275,8 @@ def start_and_stop(
         process.wait(20)
         err = read_all(process.stderr)
         saw(err)
-    return process.returncode, err
+        process.stderr = io.StringIO(err)
+    return process
 
 
 def test_batch_interrupted_or_killed_resumes_without_duplicates(tmp_path: Path) -> None:
@@ -294,15 +295,17 @@ def test_batch_interrupted_or_killed_resumes_without_duplicates(tmp_path: Path) 
             "QIANFAN_BASE_URL": base_url,
         }
         # Ctrl-C: a clean stop, with its summary
-        returncode, err = start_and_stop(slow, env, output, 200, signal.SIGINT)
-        assert returncode == 130, err
+        process = start_and_stop(slow, env, output, 200, signal.SIGINT)
+        assert process.stderr is not None
+        err = process.stderr.read()
+        assert process.returncode == 130, err
         assert "batch interrupted - done: " in err and "Traceback" not in err
         interrupted = read_jsonl(output)
         assert 200 <= len(interrupted) < total
 
         # SIGKILL: no chance to clean up
-        returncode, _ = start_and_stop(slow, env, output, len(interrupted) + 300, signal.SIGKILL)
-        assert returncode == -signal.SIGKILL
+        process = start_and_stop(slow, env, output, len(interrupted) + 300, signal.SIGKILL)
+        assert process.returncode == -signal.SIGKILL
         killed = read_jsonl(output)  # whole lines only
         assert len(interrupted) + 300 <= len(killed) < total
         assert killed[: len(interrupted)] == interrupted
@@ -375,6 +378,7 @@ def test_wrong_credentials_exit_3_with_one_line_and_no_secret(tmp_path: Path) ->
         assert done.returncode == 3
         assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
         assert secret not in done.stderr + done.stdout and "Traceback" not in done.stderr
+        assert "QIANFAN_AK and QIANFAN_SK" in done.stderr  # the hint: which credentials
 
         source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
         write_inputs(source, [{"id": i, "prompt": f"q{i}"} for i in range(50)])

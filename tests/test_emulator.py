@@ -228,7 +228,7 @@ async def test_iam_signature(client: httpx.AsyncClient, emu: Emulator, clock: Fa
 
 async def test_routing_errors(client: httpx.AsyncClient, emu: Emulator, token: str) -> None:
     body = {"messages": MESSAGES}
-    for path in ("/nothing", "/", f"{PREFIX}/chat/", f"{PREFIX}/embeddings/x", f"{CHAT}/x"):
+    for path in ("/nothing", "/", f"{PREFIX}/chat/", f"{PREFIX}/text2image/x", f"{CHAT}/x"):
         assert_error(await call(client, token, body, path=path), 3, "Unsupported openapi method")
     for method in ("GET", "PUT", "DELETE"):
         response = await client.request(method, CHAT, params={"access_token": token})

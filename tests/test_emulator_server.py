@@ -61,6 +61,35 @@ async def test_serve_answers_over_a_socket() -> None:
     assert emulator.stats()["in_flight"] == 0
 
 
+async def test_embeddings_and_function_calls_over_a_socket() -> None:
+    emulator = Emulator(EmulatorConfig(seed=1))
+    embed = CHAT.replace("/chat/mpt30b", "/embeddings/tao_8k")
+    function = {
+        "name": "get_weather",
+        "description": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    ask = {"messages": [{"role": "user", "content": "get_weather"}], "functions": [function]}
+    async with serve(emulator) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        params = {"access_token": emulator.issue_token()}
+        body = assert_ok(await http.post(embed, params=params, json={"input": ["长城"]}))
+        assert len(body["data"][0]["embedding"]) == 1024
+        response = await http.post(embed, params=params, json={"input": ["a", "b"]})
+        assert_error(response, 336003)
+        called = assert_ok(await http.post(CHAT, params=params, json=ask))
+        lines = []
+        async with http.stream("POST", CHAT, params=params, json={**ask, "stream": True}) as r:
+            async for line in r.aiter_lines():
+                lines.append(line)
+        chunks = data_chunks("\n".join(lines) + "\n")
+    assert called["finish_reason"] == "function_call"
+    assert chunks[-1]["function_call"] == called["function_call"]
+    assert emulator.stats()["endpoints"] == {
+        "embeddings/tao_8k": {"ok": 1, "error_336003": 1},
+        "chat/mpt30b": {"ok": 2},
+    }
+
+
 async def test_drop_is_a_transport_error(caplog: pytest.LogCaptureFixture) -> None:
     emulator = Emulator(EmulatorConfig(faults={"drop": 1.0}))
     params = {"access_token": emulator.issue_token()}

@@ -130,6 +130,20 @@ async def test_stream_options(client: httpx.AsyncClient, emu: Emulator, token: s
     assert chunks[-1]["usage"] == expected["usage"]
 
 
+async def test_sentence_id_zero_on_every_chunk(
+    client: httpx.AsyncClient, emu: Emulator, token: str
+) -> None:
+    body = {"messages": MESSAGES, "stream": True}
+    numbered = data_chunks((await call(client, token, body)).text)
+    assert len(numbered) >= 2
+    emu.configure(stream_sentence_id_zero=True)
+    chunks = data_chunks((await call(client, token, body)).text)
+    assert [c["sentence_id"] for c in chunks] == [0] * len(numbered)
+    assert [c["result"] for c in chunks] == [c["result"] for c in numbered]
+    assert [c["is_end"] for c in chunks] == [c["is_end"] for c in numbered]
+    assert (await client.get("/_emulator/config")).json()["stream_sentence_id_zero"] is True
+
+
 @pytest.mark.parametrize(
     ("token_value", "body", "code"),
     [

@@ -43,7 +43,7 @@ ENDPOINT = "mpt30b"
 COMPLETIONS = "pythia12b"
 QUESTION = "Please introduce The Great Wall"
 PROMPT = "Introduce the city Beijing"
-#: The SDK turns on its own throttling at 90 % of X-Ratelimit-Limit-Requests (PROTOCOL §7);
+#: The SDK turns on its own throttling at 90 % of X-Ratelimit-Limit-Requests (docs/protocol.md §7);
 #: with the default 300/min it throttles a test run. Advertise limits nobody reaches.
 SETTINGS: dict[str, Any] = {"seed": 5, "advertised_rpm": 1_000_000, "advertised_tpm": 10**9}
 
@@ -138,6 +138,32 @@ def errors():
         return [first, {"error_code": exc.error_code, "error_msg": exc.error_msg}]
     return [first, None]
 
+def embedding():
+    preset = qianfan.Embedding(model="bge-large-en")  # the SDK's name for bge_large_en
+    first = answer(preset.do(texts=INPUT["texts"]))
+    async def main():
+        own = qianfan.Embedding(endpoint=INPUT["embedder"])
+        return [answer(await own.ado(texts=t)) for t in (INPUT["texts"], INPUT["texts"][:1])]
+    return [first, *asyncio.run(main())]
+
+def functions():
+    chat = qianfan.ChatCompletion(endpoint=CHAT)
+    functions, ask = INPUT["functions"], [{"role": "user", "content": INPUT["ask"]}]
+    called = chat.do(messages=ask, functions=functions)
+    call = called.body["function_call"]
+    follow_up = ask + [
+        {"role": "assistant", "content": "",
+         "function_call": {"name": call["name"], "arguments": call["arguments"]}},
+        {"role": "function", "name": call["name"], "content": INPUT["function_result"]},
+    ]
+    final = chat.do(messages=follow_up, functions=functions)
+    chunks = [answer(r) for r in chat.do(messages=ask, functions=functions, stream=True)]
+    async def main():
+        forced = {"type": "function", "function": {"name": functions[0]["name"]}}
+        chat = qianfan.ChatCompletion(endpoint=CHAT)
+        return answer(await chat.ado(messages=MESSAGES, functions=functions, tool_choice=forced))
+    return [answer(called), answer(final), chunks, asyncio.run(main())]
+
 try:
     result = {"ok": True, "answers": globals()[SCENARIO]()}
 except BaseException as exc:
@@ -145,11 +171,30 @@ except BaseException as exc:
 result.update(connections=connections, blocked=blocked)
 print("RESULT " + json.dumps(result), flush=True)
 """
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather of a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["location"],
+    },
+}
+TIME = {
+    "name": "get_time",
+    "description": "The time of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
 DRIVER_INPUT = {
     "question": QUESTION,
     "prompt": PROMPT,
     "chat": ENDPOINT,
     "completions": COMPLETIONS,
+    "texts": ["The Great Wall", "长城", "Beijing in spring"],
+    "embedder": "my_embedder",
+    "functions": [TIME, WEATHER],
+    "ask": "Please use get_weather for Beijing",
+    "function_result": '{"temperature": 25, "sky": "clear"}',
 }
 
 
@@ -447,3 +492,79 @@ async def test_sdk_understands_error_answers(refusing_port: int, tmp_path: Path)
         f"chat/{ENDPOINT}": {"error_336100": 1, "ok": 1},
         f"completions/{COMPLETIONS}": {"error_336003": 1},
     }
+
+
+async def emulator_json(emu: RunningEmulator, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What the emulator answers to `body` on `path` (plain httpx): its answers are
+    deterministic, so the SDK must have got the same."""
+    async with emu.http_client() as http:
+        token = emu.emulator.issue_token()
+        response = await http.post(
+            f"/rpc/2.0/ai_custom/v1/wenxinworkshop/{path}",
+            params={"access_token": token},
+            json=body,
+        )
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def test_sdk_embedding(refusing_port: int, tmp_path: Path) -> None:
+    """`qianfan.Embedding`: a preset model (sync `do`) and a user's own endpoint (`ado`)."""
+    texts = DRIVER_INPUT["texts"]
+    async with run_emulator(**SETTINGS) as emu:
+        result = await run_sdk(
+            "embedding",
+            emu,
+            credentials=oauth_env(emu),
+            refusing_port=refusing_port,
+            workdir=tmp_path,
+        )
+        stats = emu.stats()
+        preset = await emulator_json(emu, "embeddings/bge_large_en", {"input": texts})
+        own = await emulator_json(emu, "embeddings/my_embedder", {"input": texts})
+    first, second, single = result["answers"]
+    for answer, expected, dimension in ((first, preset, 1024), (second, own, 384)):
+        body = answer["body"]
+        assert answer["code"] == 200
+        assert list(body) == ["id", "object", "created", "data", "usage"]
+        assert body["object"] == "embedding_list"
+        assert body["data"] == expected["data"]
+        assert [len(d["embedding"]) for d in body["data"]] == [dimension] * 3
+        assert body["usage"] == expected["usage"]
+        assert answer["echoed_request_id"] == answer["sent_request_id"]
+    assert single["body"]["data"] == own["data"][:1]
+    assert stats["endpoints"] == {
+        "embeddings/bge_large_en": {"ok": 1},
+        "embeddings/my_embedder": {"ok": 2},
+    }
+
+
+async def test_sdk_function_calls(refusing_port: int, tmp_path: Path) -> None:
+    """`qianfan.ChatCompletion` with `functions`: the call, the function's result sent
+    back, the call in a stream, and `tool_choice` forcing a function."""
+    async with run_emulator(**SETTINGS) as emu:
+        result = await run_sdk(
+            "functions",
+            emu,
+            credentials=oauth_env(emu),
+            refusing_port=refusing_port,
+            workdir=tmp_path,
+        )
+        stats = emu.stats()
+    called, final, chunks, forced = result["answers"]
+    body = called["body"]
+    assert body["result"] == ""
+    assert body["finish_reason"] == "function_call"
+    call = body["function_call"]
+    assert call["name"] == "get_weather"
+    assert set(json.loads(call["arguments"])) == {"location", "days"}
+    assert final["body"]["result"].startswith(
+        "get_weather returned " + DRIVER_INPUT["function_result"]
+    )
+    assert final["body"]["finish_reason"] == "normal"
+    assert "function_call" not in final["body"]
+    bodies = [chunk["body"] for chunk in chunks]
+    assert bodies[-1]["is_end"] is True
+    assert bodies[-1]["function_call"] == call
+    assert forced["body"]["function_call"]["name"] == "get_time"
+    assert stats["endpoints"] == {f"chat/{ENDPOINT}": {"ok": 4}}

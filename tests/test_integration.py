@@ -468,7 +468,7 @@ async def test_asgi_mode_iam(anyio_backend: str) -> None:
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_stream_closed_early_gives_nothing_more(anyio_backend: str) -> None:
-    """Leaving `async with` closes the stream (DESIGN §3); what is left of the answer must
+    """Leaving `async with` closes the stream; what is left of the answer must
     not come out of it afterwards. In ASGI mode the whole body is buffered, so the bug shows
     every time; over a socket it shows whenever the rest had already arrived (instant
     answers), and otherwise turns into a TransportError from a read on the closed socket."""

@@ -322,14 +322,16 @@ def test_redact_url() -> None:
 def test_configuration_is_checked() -> None:
     with pytest.raises(wx.ValidationError, match="url"):
         RedisTokenStore("http://:pw@localhost:6379")
-    with pytest.raises(wx.ValidationError, match="qps or rpm"):
-        RedisRateLimiter("redis://localhost")
+    with pytest.raises(wx.ValidationError, match="tpm"):
+        RedisRateLimiter("redis://localhost", tpm=-5)
     with pytest.raises(wx.ValidationError, match="qps"):
         RedisRateLimiter("redis://localhost", qps=0)
     with pytest.raises(wx.ValidationError, match="lock_timeout"):
         RedisTokenStore("redis://localhost", lock_timeout=-1)
     assert isinstance(RedisTokenStore("redis://localhost"), wx.SharedTokenStore)
     assert isinstance(RedisRateLimiter("redis://localhost", qps=1), wx.RateLimiter)
+    assert isinstance(RedisRateLimiter("redis://localhost"), wx.RateLimiter), "qps/rpm optional"
+    assert isinstance(RedisRateLimiter("redis://localhost", tpm=1000), wx.TokenRateLimiter)
 
 
 def test_import_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""bce-auth-v1 signing: PROTOCOL.md §2b vectors A and B, encoding rules, and properties."""
+"""bce-auth-v1 signing: docs/protocol.md §2b vectors A and B, encoding rules, and properties."""
 
 from __future__ import annotations
 

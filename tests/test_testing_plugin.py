@@ -441,7 +441,7 @@ async def test_mock_token_errors_and_iam() -> None:
 def test_mock_rejects_bad_arguments() -> None:
     mock = testing.mock_wenxin()
     with pytest.raises(ValueError, match="kind"):
-        mock.error("m", 2, kind="embeddings")  # type: ignore[arg-type]
+        mock.error("m", 2, kind="images")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="times"):
         mock.chat("m", times=0)
     with pytest.raises(ValueError, match="at least one chunk"):

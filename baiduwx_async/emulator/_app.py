@@ -125,12 +125,15 @@ def build_app(emulator: Emulator) -> EmulatorApp:
         emulator.reset_limits()
         return _json({"ok": True})
 
-    model_routes = {kind: ModelRoute(emulator, kind) for kind in ("chat", "completions")}
+    model_routes = {
+        kind: ModelRoute(emulator, kind) for kind in ("chat", "completions", "embeddings")
+    }
     # The model routes stay listed: EmulatorApp bypasses them only while nothing else differs.
     routes = [
         Route("/oauth/2.0/token", token, methods=["GET", "POST"]),
         Route(f"{MODEL_PREFIX}/chat/{{endpoint}}", model_routes["chat"]),
         Route(f"{MODEL_PREFIX}/completions/{{endpoint}}", model_routes["completions"]),
+        Route(f"{MODEL_PREFIX}/embeddings/{{endpoint}}", model_routes["embeddings"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/_emulator/config", config, methods=["GET", "POST"]),
         Route("/_emulator/revoke", revoke, methods=["POST"]),

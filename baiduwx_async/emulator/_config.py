@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["FAULT_NAMES", "STREAM_FAULTS", "EmulatorConfig"]
+__all__ = ["FAULT_NAMES", "PRESET_EMBEDDINGS", "STREAM_FAULTS", "EmbeddingModel", "EmulatorConfig"]
 
 #: Every fault `EmulatorConfig.faults` may name.
 FAULT_NAMES: frozenset[str] = frozenset(
@@ -128,6 +128,56 @@ def _non_negative_int(inst: object, attr: attrs.Attribute[Any], value: object) -
         raise ValueError(f"{attr.name} must be an integer >= 0, got {value!r}")
 
 
+@attrs.frozen(kw_only=True)
+class EmbeddingModel:
+    """What one embeddings endpoint answers: vector size, and its per-request input limits.
+
+    Defaults are those of `embedding-v1`: 16 texts a request, each at most 1,000 characters
+    and 384 tokens. The dimension must be even (the vectors are built two components at a
+    time, which keeps them exactly unit-length).
+    """
+
+    dimension: int = attrs.field(default=384)
+    max_texts: int = attrs.field(default=16)
+    max_chars: int = attrs.field(default=1000)
+    max_tokens: int = attrs.field(default=384)
+
+    @dimension.validator
+    def _check_dimension(self, attr: attrs.Attribute[Any], value: object) -> None:
+        if not _is_int(value) or value < 2 or value % 2:  # type: ignore[operator]
+            raise ValueError(f"dimension must be an even integer >= 2, got {value!r}")
+
+    @max_texts.validator
+    @max_chars.validator
+    @max_tokens.validator
+    def _check_limit(self, attr: attrs.Attribute[Any], value: object) -> None:
+        _positive_int(self, attr, value)
+
+
+#: The preset embeddings endpoints and their documented limits.
+PRESET_EMBEDDINGS: dict[str, EmbeddingModel] = {
+    "embedding-v1": EmbeddingModel(),
+    "bge_large_zh": EmbeddingModel(dimension=1024, max_chars=2000, max_tokens=512),
+    "bge_large_en": EmbeddingModel(dimension=1024, max_chars=2000, max_tokens=512),
+    "tao_8k": EmbeddingModel(dimension=1024, max_texts=1, max_chars=28000, max_tokens=8192),
+}
+
+
+def _embedding_model(value: object) -> EmbeddingModel:
+    """An `EmbeddingModel` from itself, a dimension, or a mapping of its fields (JSON)."""
+    if isinstance(value, EmbeddingModel):
+        return value
+    if _is_int(value):
+        return EmbeddingModel(dimension=value)  # type: ignore[arg-type]
+    if isinstance(value, Mapping):
+        return EmbeddingModel(**{str(k): v for k, v in value.items()})
+    raise TypeError(f"an embeddings endpoint needs a dimension or a mapping, got {value!r}")
+
+
+def _embedding_models(value: Mapping[str, object]) -> dict[str, EmbeddingModel]:
+    return {str(k): _embedding_model(v) for k, v in dict(value).items()}
+
+
 @attrs.define(kw_only=True)
 class EmulatorConfig:
     """Everything the emulator does that a test may want to change.
@@ -137,7 +187,7 @@ class EmulatorConfig:
     emulator's clock.
     """
 
-    # --- credentials and tokens (PROTOCOL §2) ---
+    # --- credentials and tokens (docs/protocol.md §2) ---
     #: OAuth API Key -> Secret Key pairs accepted by /oauth/2.0/token.
     credentials: dict[str, str] = attrs.field(
         factory=lambda: {"test-api-key": "test-secret-key"}, converter=_str_dict
@@ -161,9 +211,25 @@ class EmulatorConfig:
     #: Endpoint names ("name" or "chat/name") no credentials may call -> 6.
     forbidden_endpoints: set[str] = attrs.field(factory=set, converter=_str_set)
 
-    # --- validation (PROTOCOL §3) ---
+    # --- validation (docs/protocol.md §3) ---
     max_question_chars: int = attrs.field(default=4800, validator=_positive_int)
     max_total_chars: int = attrs.field(default=4800, validator=_positive_int)
+    #: Longest `system` of a chat request (longer -> 336104).
+    max_system_chars: int = attrs.field(default=1024, validator=_positive_int)
+    #: Largest `max_output_tokens` of a chat request (the smallest is 2; outside -> 336003).
+    max_output_tokens_limit: int = attrs.field(default=2048, validator=_positive_int)
+
+    # --- embeddings ---
+    #: Embeddings endpoint name -> what it answers (an `EmbeddingModel`, or in JSON and
+    #: `configure()` a dimension or a mapping of its fields). Replacing the dict drops the
+    #: presets unless they are included.
+    embedding_endpoints: dict[str, EmbeddingModel] = attrs.field(
+        factory=lambda: dict(PRESET_EMBEDDINGS), converter=_embedding_models
+    )
+    #: What any other name on the embeddings route answers, as a user's own deployment.
+    custom_embedding: EmbeddingModel = attrs.field(
+        factory=EmbeddingModel, converter=_embedding_model
+    )
 
     # --- generated text and speed ---
     sentences_min: int = attrs.field(default=2, validator=_check_sentences_min)
@@ -175,7 +241,7 @@ class EmulatorConfig:
     #: Extra seconds added to every model request, errors included.
     latency: float = attrs.field(default=0.0, validator=_non_negative)
 
-    # --- limits (PROTOCOL §7) ---
+    # --- limits (docs/protocol.md §7) ---
     qps: float | None = attrs.field(default=None, validator=_positive_or_none)
     rpm: int | None = attrs.field(default=None, validator=_positive_int_or_none)
     tpm: int | None = attrs.field(default=None, validator=_positive_int_or_none)
@@ -195,12 +261,14 @@ class EmulatorConfig:
     retry_after: int = attrs.field(default=1, validator=_non_negative_int)
     #: Seconds the slow_first_byte fault waits before the headers.
     slow_seconds: float = attrs.field(default=1.0, validator=_non_negative)
-    #: Prompt text (completions prompt, or the last chat message) -> error code it always gets.
+    #: Text -> the error code every request containing it gets: a substring match on the
+    #: completions prompt, the last chat message, or any text of an embeddings request
+    #: (the first key found wins).
     fail_prompts: dict[str, int] = attrs.field(
         factory=dict, converter=_fail_prompts, validator=_check_fail_prompts
     )
 
-    # --- stream framing (PROTOCOL §5) ---
+    # --- stream framing (docs/protocol.md §5) ---
     #: Send ": keep-alive" comment lines before every chunk.
     sse_keepalive: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Send a final "data: [DONE]" line (a v2 habit, off by default).
@@ -208,6 +276,12 @@ class EmulatorConfig:
     #: End with an extra chunk {"is_end": true, "result": ""} instead of flagging the last
     #: sentence.
     stream_empty_end: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
+
+    #: Send `sentence_id` 0 on every chunk instead of 0, 1, 2, ... (what the official SDK's
+    #: own mock server does), to test clients that must not rely on the numbering.
+    stream_sentence_id_zero: bool = attrs.field(
         default=False, validator=attrs.validators.instance_of(bool)
     )
 
@@ -223,8 +297,13 @@ class EmulatorConfig:
             value = getattr(self, field.name)
             if isinstance(value, set):
                 value = sorted(value)
+            elif isinstance(value, EmbeddingModel):
+                value = attrs.asdict(value)
             elif isinstance(value, dict):
-                value = dict(value)
+                value = {
+                    k: attrs.asdict(v) if isinstance(v, EmbeddingModel) else v
+                    for k, v in value.items()
+                }
             out[field.name] = value
         return out
 

@@ -81,7 +81,7 @@ class Emulator:
         return self._tokens.issue(api_key, self.config.token_lifetime, self.clock())[0]
 
     def _token_body(self, api_key: str) -> dict[str, Any]:
-        """The six-key answer of /oauth/2.0/token (PROTOCOL §2a), in the documented order."""
+        """The six-key answer of /oauth/2.0/token (docs/protocol.md §2a), in documented order."""
         lifetime = self.config.token_lifetime
         access, refresh = self._tokens.issue(api_key, lifetime, self.clock())
         return {

@@ -1,4 +1,5 @@
-"""The model routes (chat and completions) as raw ASGI apps: auth, checks, limits, faults, answers.
+"""The model routes (chat, completions, embeddings) as raw ASGI apps: auth, checks, limits,
+faults, answers.
 
 Order of checks for one request: method (336101), authentication (110/111 or 14), endpoint
 name (336005), permission (6), body (336002/336001/336003/336007), limits and quotas
@@ -17,6 +18,8 @@ import anyio
 
 from .. import _signing
 from ._config import STREAM_FAULTS
+from ._embeddings import EmbeddingRequest, embedding_body, parse_embedding_request
+from ._ernie import ernie_body, shape_answer
 from ._stream import StreamWriter
 from ._text import Answer, generate
 from ._validate import Failure, ParsedRequest, parse_request
@@ -118,7 +121,8 @@ class UnknownRoute(_Base):
 
 
 class ModelRoute(_Base):
-    """POST /rpc/2.0/ai_custom/v1/wenxinworkshop/{kind}/{endpoint}."""
+    """POST /rpc/2.0/ai_custom/v1/wenxinworkshop/{kind}/{endpoint}; `kind` is "chat",
+    "completions" or "embeddings"."""
 
     def __init__(self, emulator: Emulator, kind: str) -> None:
         super().__init__(emulator)
@@ -202,11 +206,15 @@ class ModelRoute(_Base):
         forbidden = config.forbidden_endpoints
         if forbidden and (endpoint in forbidden or f"{self._kind}/{endpoint}" in forbidden):
             return await self._fail(call, send, 6)
+        if self._kind == "embeddings":
+            return await self._embed(call, endpoint, raw, receive, send)
         parsed = parse_request(
             self._kind,
             raw,
             max_question_chars=config.max_question_chars,
             max_total_chars=config.max_total_chars,
+            max_system_chars=config.max_system_chars,
+            max_output_tokens_limit=config.max_output_tokens_limit,
         )
         if isinstance(parsed, Failure):
             return await self._fail(call, send, parsed.code, parsed.message)
@@ -216,31 +224,87 @@ class ModelRoute(_Base):
             config.sentences_min,
             config.sentences_max,
         )
+        if parsed.ernie is not None:
+            answer = shape_answer(answer, parsed.ernie)
         failure = emu._limiter.admit(emu.clock(), parsed.prompt_tokens + answer.tokens, config)
         if failure is not None:
             return await self._fail(call, send, failure.code, failure.message)
-        code = config.fail_prompts.get(parsed.question)
+        code = _poisoned(config.fail_prompts, parsed.question)
         if code is not None:
             return await self._fail(call, send, code)
 
-        fault = emu._dice.fault(config.faults) if config.faults else None
-        if fault is not None and fault in STREAM_FAULTS and not parsed.stream:
-            fault = None
-        if fault is not None:
-            emu._stats.faults[fault] += 1
-            if fault.startswith("http_"):
-                return await self._http_fault(call, send, int(fault[5:]))
-            if fault.startswith("error_"):
-                return await self._fail(call, send, int(fault[6:]))
-            if fault == "drop":
-                call.outcome = "drop"
-                return await drop_connection(receive)
-            if fault == "slow_first_byte":
-                await anyio.sleep(config.slow_seconds)
+        fault = self._roll_fault(stream=parsed.stream)
+        if fault is not None and await self._answer_fault(call, receive, send, fault):
+            return None
         if parsed.stream:
             await self._stream(call, receive, send, parsed, answer, fault)
         else:
             await self._complete(call, send, parsed, answer)
+
+    def _roll_fault(self, *, stream: bool) -> str | None:
+        """The fault this request falls on (counted), or None."""
+        emu = self._emu
+        fault = emu._dice.fault(emu.config.faults) if emu.config.faults else None
+        if fault is not None and fault in STREAM_FAULTS and not stream:
+            fault = None
+        if fault is not None:
+            emu._stats.faults[fault] += 1
+        return fault
+
+    async def _answer_fault(self, call: _Call, receive: Receive, send: Send, fault: str) -> bool:
+        """Answer with `fault` if it replaces the answer (True); a delay, or a stream fault
+        for the stream writer, returns False."""
+        if fault.startswith("http_"):
+            await self._http_fault(call, send, int(fault[5:]))
+        elif fault.startswith("error_"):
+            await self._fail(call, send, int(fault[6:]))
+        elif fault == "drop":
+            call.outcome = "drop"
+            await drop_connection(receive)
+        else:
+            if fault == "slow_first_byte":
+                await anyio.sleep(self._emu.config.slow_seconds)
+            return False
+        return True
+
+    async def _embed(
+        self, call: _Call, endpoint: str, raw: bytes, receive: Receive, send: Send
+    ) -> None:
+        """The rest of an embeddings call: body, limits, `fail_prompts` (any text), faults."""
+        emu = self._emu
+        config = emu.config
+        model = config.embedding_endpoints.get(endpoint, config.custom_embedding)
+        parsed = parse_embedding_request(raw, model)
+        if isinstance(parsed, Failure):
+            return await self._fail(call, send, parsed.code, parsed.message)
+        failure = emu._limiter.admit(emu.clock(), parsed.prompt_tokens, config)
+        if failure is not None:
+            return await self._fail(call, send, failure.code, failure.message)
+        for text in parsed.texts:
+            code = _poisoned(config.fail_prompts, text)
+            if code is not None:
+                return await self._fail(call, send, code)
+        fault = self._roll_fault(stream=False)
+        if fault is not None and await self._answer_fault(call, receive, send, fault):
+            return None
+        await self._embeddings_answer(call, send, endpoint, parsed, model.dimension)
+
+    async def _embeddings_answer(
+        self, call: _Call, send: Send, endpoint: str, parsed: EmbeddingRequest, dimension: int
+    ) -> None:
+        emu = self._emu
+        if emu.config.first_token_latency:
+            await anyio.sleep(emu.config.first_token_latency)
+        body = embedding_body(
+            endpoint,
+            parsed,
+            dimension,
+            response_id=emu._dice.response_id(),
+            created=int(emu.clock()),
+        )
+        call.outcome = "ok"
+        emu._stats.prompt_tokens += parsed.prompt_tokens
+        await self._respond(call, send, 200, self._headers(call, _JSON), body)
 
     async def _http_fault(self, call: _Call, send: Send, status: int) -> None:
         call.outcome = f"http_{status}"
@@ -264,18 +328,32 @@ class ModelRoute(_Base):
             delay += answer.tokens / config.tokens_per_second
         if delay:
             await anyio.sleep(delay)
-        body = _ANSWER % (
-            _json_str(emu._dice.response_id()),
-            _json_str(self._object),
-            int(emu.clock()),
-            _json_str(answer.text),
-            parsed.prompt_tokens,
-            answer.tokens,
-            parsed.prompt_tokens + answer.tokens,
-        )
+        if parsed.ernie is None:
+            body = (
+                _ANSWER
+                % (
+                    _json_str(emu._dice.response_id()),
+                    _json_str(self._object),
+                    int(emu.clock()),
+                    _json_str(answer.text),
+                    parsed.prompt_tokens,
+                    answer.tokens,
+                    parsed.prompt_tokens + answer.tokens,
+                )
+            ).encode()
+        else:
+            body = dumps(
+                ernie_body(
+                    answer,
+                    response_id=emu._dice.response_id(),
+                    object_name=self._object,
+                    created=int(emu.clock()),
+                    prompt_tokens=parsed.prompt_tokens,
+                )
+            )
         call.outcome = "ok"
         self._count(parsed, answer.tokens)
-        await self._respond(call, send, 200, self._headers(call, _JSON), body.encode())
+        await self._respond(call, send, 200, self._headers(call, _JSON), body)
 
     async def _stream(
         self,
@@ -297,3 +375,11 @@ class ModelRoute(_Base):
         if call.outcome == "ok":
             self._emu._stats.streams_completed += 1
             self._count(parsed, answer.tokens)
+
+
+def _poisoned(fail_prompts: dict[str, int], question: str) -> int | None:
+    """The code of the first `fail_prompts` key found anywhere in the question."""
+    for text, code in fail_prompts.items():
+        if text in question:
+            return code
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -97,6 +98,25 @@ async def serve(
         raise body_error
 
 
+def banner(emulator: Emulator, host: str, port: int) -> str:
+    """What `main` prints on start: where it listens, the credentials it accepts (test
+    values of its own, never real ones), the line that points a client at it, and where its
+    counters are."""
+    reachable = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
+    base_url = f"http://{f'[{reachable}]' if ':' in reachable else reachable}:{port}"
+    config = emulator.config
+    lines = [f"Wenxin Workshop emulator on {base_url}"]
+    lines += [f"  OAuth API Key / Secret Key: {ak} / {sk}" for ak, sk in config.credentials.items()]
+    lines += [
+        f"  IAM Access Key / Secret Key: {ak} / {sk}" for ak, sk in config.iam_credentials.items()
+    ]
+    for ak, sk in list(config.credentials.items())[:1]:
+        pairs = {"QIANFAN_AK": ak, "QIANFAN_SK": sk, "QIANFAN_BASE_URL": base_url}
+        lines.append("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in pairs.items()))
+    lines.append(f"counters: curl {base_url}/_emulator/stats")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m baiduwx_async.emulator",
@@ -136,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     sock = _bind(args.host, args.port)  # our socket, for its TCP_NODELAY
-    print(f"Wenxin Workshop emulator on http://{args.host}:{sock.getsockname()[1]}", flush=True)
+    print(banner(emulator, args.host, sock.getsockname()[1]), flush=True)
     uvicorn.run(
         emulator.app,
         fd=sock.fileno(),

@@ -14,8 +14,7 @@ from collections import Counter, deque
 from typing import Any
 
 from ._config import EmulatorConfig
-from ._validate import Failure
-from ._wire import Headers, error_message
+from ._wire import Failure, Headers, error_message
 
 __all__ = ["Dice", "Limiter", "Stats", "TokenRegistry"]
 

@@ -1,4 +1,4 @@
-"""One SSE answer (PROTOCOL §5): a chunk per sentence, stream faults, disconnect detection."""
+"""One SSE answer (docs/protocol.md §5): a chunk per sentence, stream faults, disconnects."""
 
 from __future__ import annotations
 
@@ -53,17 +53,27 @@ class StreamWriter:
             "id": self._id,
             "object": self._object,
             "created": int(self._emu.clock()),
-            "sentence_id": sentence_id,
+            "sentence_id": 0 if self._emu.config.stream_sentence_id_zero else sentence_id,
             "is_end": is_end,
             "is_truncated": False,
             "result": result,
             "need_clear_history": False,
             "finish_reason": "normal",
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
+        }
+        answer = self._answer
+        if is_end and not answer.plain:
+            # what an ERNIE field changed shows on the last chunk
+            envelope["is_truncated"] = answer.is_truncated
+            del envelope["finish_reason"]  # after the function_call, as in a plain answer
+            if answer.function_call is not None:
+                envelope["function_call"] = answer.function_call
+            if answer.search_info is not None:
+                envelope["search_info"] = answer.search_info
+            envelope["finish_reason"] = answer.finish_reason
+        envelope["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         }
         data = b"data: " + dumps(envelope) + b"\n\n"
         return _KEEPALIVE + data if self._emu.config.sse_keepalive else data

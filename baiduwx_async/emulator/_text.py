@@ -18,7 +18,7 @@ import threading
 
 import attrs
 
-__all__ = ["Answer", "count_tokens", "generate"]
+__all__ = ["Answer", "count_tokens", "generate", "truncate"]
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN_RE = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
@@ -95,6 +95,41 @@ class Answer:
     piece_tokens: tuple[int, ...]
     text: str
     tokens: int
+    #: The last chunk's (and the plain answer's) `finish_reason`.
+    finish_reason: str = "normal"
+    is_truncated: bool = False
+    #: `{"name", "arguments", "thoughts"}` of a function call (then `text` is "").
+    function_call: dict[str, str] | None = attrs.field(default=None, eq=False)
+    #: `{"search_results": [{"index", "url", "title"}]}` of an answer with citations.
+    search_info: dict[str, object] | None = attrs.field(default=None, eq=False)
+
+    @property
+    def plain(self) -> bool:
+        """An answer of generated text only, with nothing an ERNIE field changed."""
+        return (
+            self.finish_reason == "normal"
+            and self.function_call is None
+            and self.search_info is None
+        )
+
+
+def truncate(pieces: list[str], piece_tokens: list[int], limit: int) -> tuple[list[str], list[int]]:
+    """The pieces cut after `limit` tokens (counted as `count_tokens` does)."""
+    out: list[str] = []
+    out_tokens: list[int] = []
+    left = limit
+    for piece, tokens in zip(pieces, piece_tokens, strict=True):
+        if tokens <= left:
+            out.append(piece)
+            out_tokens.append(tokens)
+            left -= tokens
+            continue
+        if left > 0:
+            ends = [match.end() for match in _TOKEN_RE.finditer(piece)]
+            out.append(piece[: ends[left - 1]])
+            out_tokens.append(left)
+        break
+    return out, out_tokens
 
 
 #: One generator per thread, reseeded for every answer: seeding is the same as in

@@ -6,12 +6,14 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import attrs
 import httpx
 
 __all__ = [
     "ERROR_MESSAGES",
     "ASGIApp",
     "ConnectionDropped",
+    "Failure",
     "Headers",
     "Receive",
     "Scope",
@@ -30,7 +32,7 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: `error_msg` texts: PROTOCOL §6 (documented where known, the project's choice elsewhere).
+#: `error_msg` texts: docs/protocol.md §6 (documented where known, the project's choice elsewhere).
 ERROR_MESSAGES: dict[int, str] = {
     1: "Unknown error",
     2: "Service temporarily unavailable",
@@ -59,6 +61,14 @@ ERROR_MESSAGES: dict[int, str] = {
     336501: "Rate limit reached for RPM",
     336502: "Rate limit reached for TPM",
 }
+
+
+@attrs.frozen
+class Failure:
+    """An `error_code` answer."""
+
+    code: int
+    message: str
 
 
 def error_message(code: int) -> str:

@@ -34,7 +34,11 @@ trio its methods raise `RuntimeError`).
   a second across all processes (waiters already queued are re-spaced when they wake);
   successes raise it by 5 % of the ceiling a second up to the ceiling; an
   `X-Ratelimit-Limit-Requests` header lowers the shared ceiling (never raises it).
-  It needs `qps` or `rpm`. All processes sharing a `name` should configure the same limits.
+  Without `qps`/`rpm` it shares only the adaptive slow-down: nothing waits and a start
+  costs no round trip (starts are reported every 0.1 s) until a throttled answer, which
+  limits every process to half the rate they sent together. With `tpm` it also keeps one
+  token budget (a sliding 60-s window of bookings, settled by each answer's usage) in the
+  same hash. All processes sharing a `name` should configure the same limits.
   Processes wake late (a busy CPU, a stalled loop), and a late start followed by punctual
   ones would put more than `qps` starts in a second; so a waiter is let go by a second
   script when it wakes, no sooner than one interval after the latest start (more than

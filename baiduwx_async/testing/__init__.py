@@ -16,13 +16,15 @@ A real emulator, served on a free loopback port inside the running event loop::
 `httpx.ASGITransport`, without sockets, under asyncio and trio alike (stream faults that
 drop the connection become `ConnectionDropped`, and the whole answer is buffered).
 
-Mocks, one line per answer, with protocol-shaped bodies (PROTOCOL §4 and §5)::
+Mocks, one line per answer, with protocol-shaped bodies (docs/protocol.md §4 and §5)::
 
     with testing.mock_wenxin() as mock:
         mock.chat("mpt30b", result="Hello!")
         mock.stream("mpt30b", ["Hel", "lo!"])      # the last one registered wins
         mock.error("pythia12b", 336003, kind="completions", times=1)   # then ...
         mock.complete("pythia12b", result="Beijing is ...")
+        mock.embed("embedding-v1")                 # the emulator's vectors, or give your own
+        mock.function_call("ernie-4.0-8k", "get_weather", {"location": "Beijing"})
 
 Fixtures
 --------
@@ -32,6 +34,12 @@ indirect parametrization, `@pytest.mark.parametrize("wenxin_emulator", [{"qps": 
 indirect=True)` (the parameter wins). `asgi=True` in either gives the socket-free mode.
 `wenxin_client` is an `AsyncClient` bound to it (indirectly parametrize it with a dict of
 `AsyncClient` keywords); it is closed when the emulator stops.
+
+`@pytest.mark.wenxin_instant_retries` (or the ini option `wenxin_instant_retries = true`,
+for every test) gives the fixture's clients `retry_policy=INSTANT_RETRIES`: the same
+attempts, no waiting, so fault-injection tests do not pay the backoff. The plugin also sets
+pytest-asyncio's `asyncio_default_fixture_loop_scope` to "function" when it is unset, so
+that pytest-asyncio does not warn on every run.
 
 How the async fixtures work under each plugin
 ---------------------------------------------
@@ -56,19 +64,38 @@ before either plugin's) picks the runner for each test:
 so it works wherever `wenxin_emulator` does.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import _plugin
 from ._answers import Kind as Kind  # not in __all__, but public: WenxinMock's argument types
 from ._answers import UsageLike as UsageLike
-from ._emulator import ASGI_BASE_URL, RunningEmulator, run_emulator
+from ._answers import VectorsLike as VectorsLike
+from ._emulator import ASGI_BASE_URL, INSTANT_RETRIES, RunningEmulator, run_emulator
 from ._mock import WenxinMock, mock_wenxin
 from ._plugin import wenxin_client, wenxin_emulator
 
+if TYPE_CHECKING:
+    from ..emulator import EmulatorConfig
+
+
+def __getattr__(name: str) -> Any:
+    # `EmulatorConfig` lives with the emulator, whose import (starlette) waits until used.
+    if name == "EmulatorConfig":
+        from ..emulator import EmulatorConfig
+
+        return EmulatorConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # A pytest11 entry point registers this module object: the hooks must be its attributes.
+pytest_addoption = _plugin.pytest_addoption
 pytest_configure = _plugin.pytest_configure
 pytest_fixture_setup = _plugin.pytest_fixture_setup
 
 __all__ = [
     "ASGI_BASE_URL",
+    "INSTANT_RETRIES",
+    "EmulatorConfig",
     "RunningEmulator",
     "WenxinMock",
     "mock_wenxin",

@@ -1,4 +1,4 @@
-"""The answers a `WenxinMock` route gives: protocol-shaped bodies (PROTOCOL §4 to §6).
+"""The answers a `WenxinMock` route gives: protocol-shaped bodies (docs/protocol.md §4 to §6).
 
 Token counts, ids and error texts are the emulator's (`baiduwx_async.emulator`), imported
 by the functions that use them so that importing the kit stays cheap.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -18,6 +18,7 @@ from .._models import Usage
 
 __all__ = [
     "Answer",
+    "EmbeddingAnswer",
     "ErrorAnswer",
     "HTTPErrorAnswer",
     "Kind",
@@ -25,10 +26,11 @@ __all__ = [
     "Script",
     "TextAnswer",
     "UsageLike",
+    "VectorsLike",
 ]
 
-#: The two kinds of model route: chat and completions.
-Kind = Literal["chat", "completions"]
+#: The kinds of model route: chat, completions and embeddings.
+Kind = Literal["chat", "completions", "embeddings"]
 
 _HTTP_REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
                  503: "Service Unavailable"}  # fmt: skip
@@ -58,6 +60,9 @@ class RequestInfo:
     stream: bool
     prompt_tokens: int
     response_id: str  # the answer's `id`
+    endpoint: str = ""
+    #: The texts of an embeddings request.
+    texts: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -68,6 +73,9 @@ class TextAnswer:
     usage: UsageLike | None
     error_code: int | None = None  # a mid-stream error after the pieces
     end: bool = True  # send is_end (False: the stream stops without it)
+    #: `{"name", "arguments", "thoughts"}`: a function call (then the pieces are `("",)`),
+    #: sent with `finish_reason` "function_call" (on a stream's last chunk).
+    function_call: Mapping[str, str] | None = attrs.field(default=None, eq=False)
 
     def respond(self, request: RequestInfo, headers: dict[str, str]) -> httpx.Response:
         from ..emulator import count_tokens
@@ -75,6 +83,10 @@ class TextAnswer:
 
         text = "".join(self.pieces)
         completion = count_tokens(text)
+        if self.function_call is not None:
+            # as the emulator counts a call: its arguments and thoughts
+            call = self.function_call
+            completion = count_tokens(call["arguments"]) + count_tokens(call["thoughts"])
         usage = _usage_dict(
             self.usage
             if self.usage is not None
@@ -93,6 +105,11 @@ class TextAnswer:
                 "need_clear_history": False,
                 "usage": usage,
             }
+            if self.function_call is not None:  # as the emulator answers a function call
+                del body["usage"]
+                body["function_call"] = dict(self.function_call)
+                body["finish_reason"] = "function_call"
+                body["usage"] = usage
             headers["content-type"] = "application/json"
             return httpx.Response(200, headers=headers, content=dumps(body))
         events: list[bytes] = []
@@ -123,6 +140,11 @@ class TextAnswer:
                 "finish_reason": "normal",
                 "usage": chunk_usage,
             }
+            if is_end and self.function_call is not None:
+                del chunk["finish_reason"], chunk["usage"]
+                chunk["function_call"] = dict(self.function_call)
+                chunk["finish_reason"] = "function_call"
+                chunk["usage"] = chunk_usage
             events.append(b"data: " + dumps(chunk) + b"\n\n")
         if self.error_code is not None:
             error = {
@@ -136,9 +158,63 @@ class TextAnswer:
         return httpx.Response(200, headers=headers, content=b"".join(events))
 
 
+#: Vectors given to a mock embeddings answer: one per text of the request, or a function
+#: of the text.
+VectorsLike = Sequence[Sequence[float]] | Callable[[str], Sequence[float]]
+
+
+@attrs.frozen
+class EmbeddingAnswer:
+    """An embeddings answer: the given vectors, or the emulator's for each text."""
+
+    vectors: VectorsLike | None = attrs.field(eq=False)
+    dimension: int | None
+    usage: UsageLike | None
+
+    def respond(self, request: RequestInfo, headers: dict[str, str]) -> httpx.Response:
+        import json
+
+        from ..emulator._config import PRESET_EMBEDDINGS
+        from ..emulator._embeddings import vector_json
+        from ..emulator._wire import dumps
+
+        texts = request.texts
+        vectors = self.vectors
+        if vectors is None:
+            dimension = self.dimension
+            if dimension is None:
+                preset = PRESET_EMBEDDINGS.get(request.endpoint)
+                dimension = 384 if preset is None else preset.dimension
+            rows = [json.loads(vector_json(request.endpoint, t, dimension)) for t in texts]
+        elif callable(vectors):
+            rows = [[float(v) for v in vectors(t)] for t in texts]
+        else:
+            if len(vectors) != len(texts):
+                message = f"the mock has {len(vectors)} vectors for {len(texts)} texts"
+                return ErrorAnswer(336003, message).respond(request, headers)
+            rows = [[float(v) for v in vector] for vector in vectors]
+        tokens = request.prompt_tokens
+        usage: Mapping[str, int] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        if self.usage is not None:
+            full = _usage_dict(self.usage)
+            usage = {"prompt_tokens": full["prompt_tokens"], "total_tokens": full["total_tokens"]}
+        body = {
+            "id": request.response_id,
+            "object": "embedding_list",
+            "created": int(time.time()),
+            "data": [
+                {"object": "embedding", "embedding": row, "index": index}
+                for index, row in enumerate(rows)
+            ],
+            "usage": usage,
+        }
+        headers["content-type"] = "application/json"
+        return httpx.Response(200, headers=headers, content=dumps(body))
+
+
 @attrs.frozen
 class ErrorAnswer:
-    """An `error_code` answer: HTTP 200, one line of JSON, stream or not (PROTOCOL §6)."""
+    """An `error_code` answer: HTTP 200, one line of JSON, stream or not (docs/protocol.md §6)."""
 
     code: int
     message: str | None
@@ -170,7 +246,7 @@ class HTTPErrorAnswer:
         return httpx.Response(self.status, headers=headers, content=reason.encode())
 
 
-Answer = TextAnswer | ErrorAnswer | HTTPErrorAnswer
+Answer = TextAnswer | EmbeddingAnswer | ErrorAnswer | HTTPErrorAnswer
 
 
 class Script:

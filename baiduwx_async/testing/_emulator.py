@@ -11,14 +11,19 @@ import httpx
 
 from .._auth import IAMCredentials, OAuthCredentials
 from .._client import AsyncClient
+from .._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from ..emulator import Emulator, EmulatorConfig
 
-__all__ = ["ASGI_BASE_URL", "RunningEmulator", "run_emulator"]
+__all__ = ["ASGI_BASE_URL", "INSTANT_RETRIES", "RunningEmulator", "run_emulator"]
 
 #: The base URL of clients of an emulator in ASGI mode (`run_emulator(asgi=True)`).
 ASGI_BASE_URL = "http://emulator.localhost"
+
+#: Retries without waiting: as many attempts as the default policy, no backoff and no
+#: `Retry-After` wait, for tests that inject faults. `AsyncClient(retry_policy=...)`.
+INSTANT_RETRIES = RetryPolicy(initial_backoff=0.0, max_backoff=0.0, max_wait=0.0)
 
 
 class RunningEmulator:
@@ -34,6 +39,9 @@ class RunningEmulator:
         self.base_url = base_url
         #: True when served through `httpx.ASGITransport` instead of a socket.
         self.asgi = asgi
+        #: `AsyncClient` keywords every `client()` gets unless given others (the pytest
+        #: plugin puts `retry_policy=INSTANT_RETRIES` here for `wenxin_instant_retries`).
+        self.client_defaults: dict[str, Any] = {}
         self._clients: list[AsyncClient] = []
         self._http_clients: list[httpx.AsyncClient] = []
         self._closed = False
@@ -101,6 +109,8 @@ class RunningEmulator:
         Closed when the emulator stops, if you did not close it before.
         """
         self._check_open()
+        for name, value in self.client_defaults.items():
+            kwargs.setdefault(name, value)
         kwargs.setdefault("credentials", self.credentials)
         kwargs.setdefault("base_url", self.base_url)
         if self.asgi and kwargs.get("http_client") is None:

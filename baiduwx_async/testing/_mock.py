@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +12,10 @@ import httpx
 
 from .._auth import TOKEN_PATH
 from .._client import DEFAULT_BASE_URL
-from .._protocol import model_path
+from .._protocol import MODEL_PREFIX
 from ._answers import (
     Answer,
+    EmbeddingAnswer,
     ErrorAnswer,
     HTTPErrorAnswer,
     Kind,
@@ -22,6 +23,7 @@ from ._answers import (
     Script,
     TextAnswer,
     UsageLike,
+    VectorsLike,
 )
 
 if TYPE_CHECKING:
@@ -33,10 +35,10 @@ __all__ = ["WenxinMock", "mock_wenxin"]
 class WenxinMock:
     """Wenxin Workshop answers on a respx router; made by `mock_wenxin()`.
 
-    Each method registers the answer for one endpoint (`kind` "chat" or "completions")
-    and returns the respx `Route`, whose `.calls` record the requests. An answer serves
-    both plain and stream requests: a plain answer streams as one chunk, a stream's
-    chunks joined are its plain answer; errors come at stream start, as JSON. The
+    Each method registers the answer for one endpoint (`kind` "chat", "completions" or
+    "embeddings") and returns the respx `Route`, whose `.calls` record the requests. An
+    answer serves both plain and stream requests: a plain answer streams as one chunk, a
+    stream's chunks joined are its plain answer; errors come at stream start, as JSON. The
     last answer registered for a route wins; with `times=n` an answer is used for the
     next n requests only, before the lasting one (`mock.error("m", 2, times=1)` then
     `mock.chat("m")`: one failure, then success). Usage is counted from the texts unless
@@ -88,7 +90,7 @@ class WenxinMock:
         usage: UsageLike | None = None,
         times: int | None = None,
     ) -> respx.Route:
-        """Answer chat requests to `endpoint` with `result` (PROTOCOL §4 body)."""
+        """Answer chat requests to `endpoint` with `result` (docs/protocol.md §4 body)."""
         return self._add("chat", endpoint, TextAnswer((result,), usage), times)
 
     def complete(
@@ -114,12 +116,55 @@ class WenxinMock:
         times: int | None = None,
     ) -> respx.Route:
         """Answer with these sentence chunks: `data: {...}` events with `sentence_id` 0, 1, …
-        and `is_end` on the last (PROTOCOL §5). `error_code` adds a mid-stream error
+        and `is_end` on the last (docs/protocol.md §5). `error_code` adds a mid-stream error
         event after them (then there is no `is_end`); `end=False` leaves `is_end` out."""
         pieces = tuple(chunks)
         if not pieces:
             raise ValueError("a stream needs at least one chunk")
         return self._add(kind, endpoint, TextAnswer(pieces, usage, error_code, end), times)
+
+    def function_call(
+        self,
+        endpoint: str,
+        name: str,
+        arguments: Mapping[str, object] | str | None = None,
+        *,
+        thoughts: str = "",
+        usage: UsageLike | None = None,
+        times: int | None = None,
+    ) -> respx.Route:
+        """Answer chat requests to `endpoint` with a call of function `name`: `result` "",
+        `function_call` `{"name", "arguments", "thoughts"}` (a mapping of `arguments` is
+        sent as JSON text, as the service sends it), `finish_reason` "function_call". A
+        stream gets it in its one, last chunk."""
+        if arguments is None:
+            arguments = "{}"
+        elif not isinstance(arguments, str):
+            arguments = json.dumps(dict(arguments), ensure_ascii=False)
+        call = {"name": name, "arguments": arguments, "thoughts": thoughts}
+        return self._add("chat", endpoint, TextAnswer(("",), usage, function_call=call), times)
+
+    def embed(
+        self,
+        endpoint: str,
+        vectors: VectorsLike | None = None,
+        *,
+        dimension: int | None = None,
+        usage: UsageLike | None = None,
+        times: int | None = None,
+    ) -> respx.Route:
+        """Answer embeddings requests to `endpoint`: `data` holds one vector per input
+        text, in order. `vectors` gives them, one per text of each request (a request
+        with another number of texts gets error 336003), or as a function of the text;
+        by default each text gets the emulator's vector for it: unit length, the same for
+        the same text, `dimension` long (default: the endpoint's, 384 for unknown names).
+        Usage counts the texts' tokens unless given."""
+        if dimension is not None and (
+            isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 2
+            or dimension % 2
+        ):  # fmt: skip
+            raise ValueError(f"dimension must be an even integer >= 2, got {dimension!r}")
+        return self._add("embeddings", endpoint, EmbeddingAnswer(vectors, dimension, usage), times)
 
     def error(
         self,
@@ -206,19 +251,25 @@ class WenxinMock:
     # --- answering
 
     def _add(self, kind: Kind, endpoint: str, answer: Answer, times: int | None) -> respx.Route:
-        if kind not in ("chat", "completions"):
-            raise ValueError(f'kind must be "chat" or "completions", got {kind!r}')
+        if kind not in ("chat", "completions", "embeddings"):
+            raise ValueError(f'kind must be "chat", "completions" or "embeddings", got {kind!r}')
+        if isinstance(answer, TextAnswer) and kind == "embeddings":
+            raise ValueError("an embeddings route answers with vectors: use embed()")
         key = (kind, endpoint)
         entry = self._routes.get(key)
         if entry is None:
             script = Script()
-            route = self.router.post(url=f"{self.base_url}{model_path(kind, endpoint)}")
-            route.mock(side_effect=lambda request: self._model_answer(request, kind, script))
+            route = self.router.post(url=f"{self.base_url}{MODEL_PREFIX}{kind}/{endpoint}")
+            route.mock(
+                side_effect=lambda request: self._model_answer(request, kind, endpoint, script)
+            )
             entry = self._routes[key] = (route, script)
         entry[1].add(answer, times)
         return entry[0]
 
-    def _model_answer(self, request: httpx.Request, kind: Kind, script: Script) -> httpx.Response:
+    def _model_answer(
+        self, request: httpx.Request, kind: Kind, endpoint: str, script: Script
+    ) -> httpx.Response:
         from ..emulator import count_tokens
 
         try:
@@ -231,9 +282,21 @@ class WenxinMock:
         messages = body.get("messages")
         if kind == "chat" and isinstance(messages, list):
             texts = [m.get("content") for m in messages if isinstance(m, dict)]
-        prompt_tokens = sum(count_tokens(t) for t in texts if isinstance(t, str))
+            texts.append(body.get("system"))
+        inputs = body.get("input")
+        if kind == "embeddings":
+            texts = list(inputs) if isinstance(inputs, list) else []
+        strings = tuple(t for t in texts if isinstance(t, str))
+        prompt_tokens = sum(count_tokens(t) for t in strings)
         stream = body.get("stream") is True
-        info = RequestInfo(kind, stream, prompt_tokens, self._dice.response_id())
+        info = RequestInfo(
+            kind,
+            stream,
+            prompt_tokens,
+            self._dice.response_id(),
+            endpoint,
+            strings if kind == "embeddings" else (),
+        )
         request_id = request.headers.get("request_id") or self._dice.hex(32)
         headers = {"x-baidu-request-id": request_id, **self.ratelimit_headers}
         answer = script.next()

@@ -16,18 +16,71 @@ from typing import Any
 import pytest
 
 from .._client import AsyncClient
-from ._emulator import RunningEmulator, run_emulator
+from ._emulator import INSTANT_RETRIES, RunningEmulator, run_emulator
 
-__all__ = ["pytest_configure", "pytest_fixture_setup", "wenxin_client", "wenxin_emulator"]
+__all__ = [
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_fixture_setup",
+    "wenxin_client",
+    "wenxin_emulator",
+]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "wenxin_instant_retries",
+        "clients of the wenxin_emulator fixture retry without waiting (same attempts), "
+        "in every test, as @pytest.mark.wenxin_instant_retries does in one",
+        type="bool",
+        default=False,
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the `wenxin_emulator` marker."""
+    """Register the markers; settle pytest-asyncio's fixture loop scope if left unset."""
     config.addinivalue_line(
         "markers",
         "wenxin_emulator(config=None, *, asgi=False, clock=None, **fields): settings of the "
         "wenxin_emulator fixture, as for baiduwx_async.testing.run_emulator()",
     )
+    config.addinivalue_line(
+        "markers",
+        "wenxin_instant_retries: clients of the wenxin_emulator fixture (wenxin_client, "
+        "wenxin_emulator.client()) retry without waiting: same attempts, no backoff",
+    )
+    _settle_asyncio_loop_scope(config)
+
+
+def _settle_asyncio_loop_scope(config: pytest.Config) -> None:
+    """pytest-asyncio (0.24 and later) warns at every run while its
+    `asyncio_default_fixture_loop_scope` is unset. Our fixture follows the test's loop
+    whatever the setting, so an unset one becomes "function", the value pytest-asyncio
+    announces as its future default; a value the user set is left alone."""
+    if not config.pluginmanager.has_plugin("asyncio"):
+        return
+    name = "asyncio_default_fixture_loop_scope"
+    try:
+        if config.getini(name):
+            return
+    except ValueError:  # an older pytest-asyncio without the setting
+        return
+    # pytest has no public way to set an ini value; its cache of them is what getini reads.
+    config._inicache[name] = "function"
+
+
+def _instant_retries(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("wenxin_instant_retries") is not None or bool(
+        request.config.getini("wenxin_instant_retries")
+    )
+
+
+def _started(running: RunningEmulator, request: pytest.FixtureRequest) -> RunningEmulator:
+    """The fixture's emulator, its clients set up as the test's markers ask."""
+    if _instant_retries(request):
+        running.client_defaults.setdefault("retry_policy", INSTANT_RETRIES)
+    return running
 
 
 def _fixture_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -58,7 +111,7 @@ async def _wenxin_emulator(
     Async: use it from tests run by pytest-asyncio or anyio.
     """
     async with run_emulator(**_fixture_settings(request)) as running:
-        yield running
+        yield _started(running, request)
 
 
 # Ours to route (see pytest_fixture_setup); marked so that pytest-asyncio in strict mode
@@ -99,7 +152,7 @@ async def _asyncio_hosted_fixture(
     async def host() -> None:
         try:
             async with run_emulator(**_fixture_settings(request)) as running:
-                started.set_result(running)
+                started.set_result(_started(running, request))
                 await stop.wait()
         except Exception as exc:
             if started.done():
