@@ -193,6 +193,6 @@ class EmulatorProcess:
     def stop(self) -> None:
         if hasattr(self, "http"):
             self.http.close()
-        finish(self.process)
+        finish(self.process, banner=True)
         self._errors.seek(0)
         saw(read_all(self._errors))
