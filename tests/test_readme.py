@@ -1,7 +1,7 @@
-"""The README's code is code: every Python block compiles, and every one runs against the
-emulator as written: the quick starts whole (their placeholder keys are the emulator's),
-the snippets inside a coroutine with the names they use bound, the Redis one with a local
-redis-server for its placeholder host."""
+"""The README's code is code, and so is the guide's it points to (`docs/`): every Python
+block compiles, and the ones below run against the emulator as written: the quick starts
+whole (their placeholder keys are the emulator's), the snippets inside a coroutine with the
+names they use bound, the Redis one with a local redis-server for its placeholder host."""
 
 from __future__ import annotations
 
@@ -19,12 +19,15 @@ import pytest
 from .processes import emulator_process, run
 from .redis_server import RedisServer
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
 def python_blocks() -> list[str]:
-    return BLOCK.findall(README.read_text(encoding="utf-8"))
+    """The README's blocks, then the guide's (where the README's snippets moved)."""
+    pages = [README, ROOT / "docs" / "getting-started.md", *sorted(ROOT.glob("docs/guide/*.md"))]
+    return [block for page in pages for block in BLOCK.findall(page.read_text(encoding="utf-8"))]
 
 
 def test_the_readme_has_python_examples() -> None:
@@ -162,7 +165,11 @@ def test_the_pytest_snippet_passes_as_a_users_test(tmp_path: Path) -> None:
 
 
 def test_the_redis_snippet_runs(tmp_path: Path, emulator_url: str) -> None:
-    block = next(b for b in python_blocks() if "RedisTokenStore(" in b)
+    block = next(
+        b
+        for b in python_blocks()
+        if b.startswith("from baiduwx_async.redis import RedisRateLimiter, RedisTokenStore")
+    )
     redis = RedisServer().start()
     try:
         # the README's host is a placeholder: the same lines, against a local redis-server
