@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -24,6 +25,7 @@ from ._transport import (
     connection_failed,
     join_within,
     read_failed,
+    refused_locally,
     timed_out,
 )
 
@@ -46,17 +48,20 @@ def _limit_of(exc: BaseException) -> TimeoutLimit | None:
     return None
 
 
-def _read_failed(exc: BaseException) -> TransportError:
-    return read_failed(exc, timeout=isinstance(exc, _TIMEOUTS))
+def _read_failed(exc: BaseException, request: OutgoingRequest) -> TransportError:
+    return read_failed(exc, request, timeout=isinstance(exc, _TIMEOUTS))
 
 
 class AiohttpTransport:
     """A pool of `limits.max_connections` keep-alive connections, opened on first use (an
-    aiohttp session belongs to the event loop it was made in). Certificates are verified
-    against the same CA bundle httpx uses."""
+    aiohttp session belongs to the event loop it was made in). Certificates are checked by
+    `tls`, the context the httpx backend would use."""
 
-    def __init__(self, *, limits: httpx.Limits, timeout: httpx.Timeout) -> None:
+    def __init__(
+        self, *, limits: httpx.Limits, timeout: httpx.Timeout, tls: ssl.SSLContext
+    ) -> None:
         self._limits = limits
+        self._tls = tls
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
         self._client_timeout(timeout)  # the client's default, converted once
@@ -73,7 +78,7 @@ class AiohttpTransport:
                 limit=self._limits.max_connections or 0,
                 limit_per_host=0,
                 keepalive_timeout=self._limits.keepalive_expiry or 0,
-                ssl=httpx.create_ssl_context(),
+                ssl=self._tls,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -116,7 +121,9 @@ class AiohttpTransport:
             raise timed_out(request, _limit_of(exc), exc) from None
         except aiohttp.ClientError as exc:
             raise connection_failed(request, exc) from None
-        return AiohttpReply(response)
+        except ValueError as exc:  # a header aiohttp will not write
+            raise refused_locally(request, exc) from None
+        return AiohttpReply(response, request)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -124,10 +131,11 @@ class AiohttpTransport:
 
 
 class AiohttpReply:
-    __slots__ = ("headers", "response")
+    __slots__ = ("headers", "request", "response")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, request: OutgoingRequest) -> None:
         self.response = response
+        self.request = request
         self.headers: dict[str, str] = {
             name.lower(): value for name, value in response.headers.items()
         }
@@ -152,7 +160,7 @@ class AiohttpReply:
                 try:
                     return await self.response.read()
                 except _FAILURES as exc:
-                    raise _read_failed(exc) from None
+                    raise _read_failed(exc, self.request) from None
             return await join_within(self.aiter_bytes(), limit)
         finally:
             await self.aclose()
@@ -162,7 +170,7 @@ class AiohttpReply:
             async for part in self.response.content.iter_any():
                 yield part
         except _FAILURES as exc:
-            raise _read_failed(exc) from None
+            raise _read_failed(exc, self.request) from None
 
     async def aclose(self) -> None:
         if self.response.content.at_eof():

@@ -77,7 +77,9 @@ class BatchFailure(Generic[I, R]):
 
     index: int
     input: I
-    #: What ended the item: a `WenxinError` for anything the input or the service caused.
+    #: What ended the item: a `WenxinError` for anything the input or the service caused
+    #: (inputs are checked before sending); otherwise a `RuntimeError` for a client closed
+    #: while the batch ran, or a bug, kept here so that it does not stop the other items.
     error: Exception
     #: HTTP attempts this item took (0 when its input was refused before sending).
     attempts: int

@@ -18,9 +18,9 @@ import anyio
 
 import baiduwx_async as wx
 
+from ._calls import is_loopback as _is_loopback
 from ._cli_common import EXIT_OK, EXIT_USAGE, CommandError, has_module, redact
 from ._cli_secrets import REDIS_URL_ENV, url_option
-from ._client import _is_loopback
 
 __all__ = ["API_KEYS_ENV", "gateway_keys", "model_routes", "run_serve"]
 
