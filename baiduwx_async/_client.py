@@ -1,16 +1,15 @@
 """
 `AsyncClient`: the public calls. Each checks its inputs, prepares the request once
 (`PreparedCall`) and hands it to the `Sender`, which sends, reads and retries it; this
-module decodes what comes back.
+module decodes what comes back. How the constructor's keywords become the parts of a
+client is `_client_setup`; how a call becomes its request, `_call_preparation`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -19,25 +18,21 @@ import anyio
 import attrs
 import httpx
 
-from . import _protocol as protocol
-from ._auth import (
-    TOKEN_PATH,
-    AccessTokenAuth,
-    BceSigningAuth,
-    Credentials,
-    IAMCredentials,
-    OAuthCredentials,
-    RequestAuth,
-    StaticToken,
-    credentials_from_env,
-    oauth_hint,
-    parse_token_response,
-    token_url,
-)
-from ._backends import make_transport
+from ._auth import Credentials, OAuthCredentials
 from ._batch import BatchMethods
 from ._batch_embed import EmbedBatchMethods
-from ._calls import CallTemplate, base_url_setting, is_loopback
+from ._call_preparation import CallPreparation
+from ._calls import base_url_setting
+from ._client_setup import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONNECTIONS,
+    client_auth,
+    client_base_url,
+    client_credentials,
+    client_limiter,
+    client_transport,
+    fetch_token,
+)
 from ._embeddings import (
     EmbeddingResponse,
     check_texts,
@@ -45,34 +40,21 @@ from ._embeddings import (
     embed_in_parts,
     split_embed_params,
 )
-from ._errors import AuthenticationError, ValidationError
-from ._extras import DEFAULT_TIMEOUT, Extras, as_timeout
+from ._extras import DEFAULT_TIMEOUT, as_timeout
 from ._keywords import show_keywords
-from ._limits import AdaptiveRateLimiter, RateLimiter, TokenRateLimiter
+from ._limits import RateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
     ChatChunk,
-    ChatParams,
     ChatResponse,
     CompletionChunk,
-    CompletionParams,
     CompletionResponse,
     MessageLike,
     Usage,
-    check_endpoint,
-    check_messages,
     check_positive_int,
-    check_prompt,
     decode,
 )
-from ._params import (
-    CHAT_KEYS,
-    COMPLETION_KEYS,
-    ChatOptions,
-    CompletionOptions,
-    EmbedOptions,
-    split_params,
-)
+from ._params import ChatOptions, CompletionOptions, EmbedOptions
 from ._retry import RetryPolicy
 from ._sender import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -83,19 +65,14 @@ from ._sender import (
 )
 from ._streaming import ChatStream, ChunkReader, CompletionStream
 from ._telemetry import make_telemetry, traced, traced_stream
-from ._token_budget import TokenCharge, TokenEstimator, estimate_tokens
-from ._tokens import AccessToken, TokenManager, TokenStore
-from ._transport import HttpxTransport, Reply, Transport
+from ._token_budget import TokenCharge, TokenEstimator
+from ._tokens import AccessToken, TokenStore
+from ._transport import Reply
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient"]
-
-logger = logging.getLogger("baiduwx_async")
-
-DEFAULT_BASE_URL = "https://aip.baidubce.com"
-DEFAULT_MAX_CONNECTIONS = 100
 
 #: A call's `timeout=`: seconds for the whole wait (connecting capped at 10 s), an
 #: `httpx.Timeout` for each limit (connect, read, write, pool), or None: the client's.
@@ -104,7 +81,7 @@ R = TypeVar("R", ChatResponse, CompletionResponse)
 C = TypeVar("C", ChatChunk, CompletionChunk)
 
 
-class AsyncClient(BatchMethods, EmbedBatchMethods):
+class AsyncClient(CallPreparation, BatchMethods, EmbedBatchMethods):
     """A client for Wenxin Workshop model serving; use it as `async with AsyncClient(...)`.
 
     Calls: `chat`, `complete` (awaited: a `ChatResponse` / `CompletionResponse`),
@@ -177,23 +154,8 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         Raises `ValidationError` for a bad value, and `AuthenticationError` when no
         `credentials=` is given and the environment holds none.
         """
-        if credentials is None:
-            credentials = credentials_from_env()
-        if not isinstance(credentials, OAuthCredentials | IAMCredentials | StaticToken):
-            raise ValidationError(
-                "credentials", "must be OAuthCredentials, IAMCredentials or StaticToken"
-            )
-        self._base_url = httpx.URL(
-            str(base_url or os.environ.get("QIANFAN_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        )
-        if self._base_url.scheme not in ("http", "https") or not self._base_url.host:
-            raise ValidationError("base_url", "must be an absolute http(s) URL", str(base_url))
-        if self._base_url.scheme == "http" and not is_loopback(self._base_url.host):
-            logger.warning(
-                "base_url %s is plain http: access tokens and answers cross the network "
-                "unencrypted; use https",
-                self._base_url,
-            )
+        credentials = client_credentials(credentials)
+        self._base_url = client_base_url(base_url)
         self._timeout = as_timeout(timeout)
         self._retry = retry_policy or RetryPolicy()
         if max_retries is not None:
@@ -203,31 +165,12 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         self._clock = clock
         if max_concurrency is not None:
             check_positive_int(max_concurrency, "max_concurrency")
-        if rate_limiter is not None and (qps is not None or rpm is not None):
-            raise ValidationError("rate_limiter", "give either rate_limiter or qps/rpm, not both")
-        if rate_limiter is not None and tpm is not None:
-            raise ValidationError("tpm", "give it to your rate_limiter (it keeps the budget)")
-        limiter = rate_limiter or AdaptiveRateLimiter(qps=qps, rpm=rpm, tpm=tpm)
-        # Requests are estimated only with a token budget: nothing is added to calls without.
-        budget = limiter if isinstance(limiter, TokenRateLimiter) else None
-        self._estimate: TokenEstimator | None = None
-        if budget is not None and budget.tpm is not None:
-            self._estimate = token_estimator or estimate_tokens
-        elif token_estimator is not None:
-            raise ValidationError("token_estimator", "needs a token budget (tpm=...)")
-        transport: Transport
-        # The most requests that can be on the wire at once (None: the caller's pool decides)
-        self._capacity = max_concurrency
-        if http_client is None:
-            pool_size = max_concurrency or DEFAULT_MAX_CONNECTIONS
-            self._capacity = pool_size
-            transport = make_transport(http_backend, pool_size, self._timeout, verify)
-        elif verify is not True:
-            raise ValidationError("verify", "set it on your own http_client instead")
-        elif http_backend != "httpx":
-            raise ValidationError("http_backend", "cannot be chosen with your own http_client")
-        else:
-            transport = HttpxTransport(client=http_client)
+        limiter, budget, self._estimate = client_limiter(
+            rate_limiter, qps, rpm, tpm, token_estimator
+        )
+        transport, self._capacity = client_transport(
+            http_backend, http_client, max_concurrency, self._timeout, verify
+        )
         self._sender = Sender(
             transport,
             limiter=limiter,
@@ -239,20 +182,9 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         if self._estimate is not None:
             self._sender.budget = budget
         self._credentials = credentials
-        self._tokens: TokenManager | None = None
-        self._auth: RequestAuth
-        if isinstance(credentials, OAuthCredentials):
-            self._tokens = TokenManager(
-                self._fetch_token,
-                key=credentials.cache_key(f"{self._base_url}{TOKEN_PATH}"),
-                store=token_store,
-                clock=clock,
-            )
-            self._auth = AccessTokenAuth(self._tokens)
-        elif isinstance(credentials, IAMCredentials):
-            self._auth = BceSigningAuth(credentials, clock=clock)
-        else:
-            self._auth = AccessTokenAuth(credentials)
+        self._tokens, self._auth = client_auth(
+            credentials, self._base_url, self._fetch_token, token_store, clock
+        )
         install_log_redaction()
         self._telemetry = make_telemetry(telemetry, self._base_url, self._sender)
 
@@ -401,61 +333,6 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         width = self._capacity or DEFAULT_MAX_CONNECTIONS
         return await embed_in_parts(checked, per_request, send, width)
 
-    def _prepare_chat(
-        self,
-        name: str,
-        endpoint: str,
-        messages: Sequence[MessageLike],
-        params: Mapping[str, Any],
-        stream: bool,
-    ) -> PreparedCall:
-        fields, extras = split_params(name, params, ChatParams, CHAT_KEYS)
-        body = {
-            "messages": check_messages(messages, max_chars=self._max_input_chars),
-            **fields,
-            "stream": stream,
-        }
-        return self._template("chat", endpoint, extras).call(body, extras)
-
-    def _prepare_completion(
-        self, name: str, endpoint: str, prompt: str, params: Mapping[str, Any], stream: bool
-    ) -> PreparedCall:
-        fields, extras = split_params(name, params, CompletionParams, COMPLETION_KEYS)
-        body = {"prompt": check_prompt(prompt), **fields, "stream": stream}
-        return self._template("completions", endpoint, extras).call(body, extras)
-
-    def _template(self, kind: protocol.Kind, endpoint: str, extras: Extras) -> CallTemplate:
-        """What every request of a call shares: checked before the first one is sent."""
-        url = self._model_url(kind, endpoint)
-        if extras.query:
-            url = url.copy_merge_params(extras.query)
-        policy = self._retry
-        if extras.max_retries is not None:
-            policy = attrs.evolve(policy, max_retries=extras.max_retries)
-        timeout = self._timeout if extras.timeout is None else extras.timeout
-        tokens_for = None if self._estimate is None else self._tokens_for
-        return CallTemplate(self._auth, url, timeout, policy, tokens_for)
-
-    def _tokens_for(self, body: dict[str, Any]) -> int:
-        """The estimated tokens of a request, refused if it could never fit the budget."""
-        assert self._estimate is not None and self._sender.budget is not None
-        tokens = self._estimate(body)
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-            raise ValidationError("token_estimator", "must return a whole number >= 0", tokens)
-        field = "messages" if "messages" in body else "prompt" if "prompt" in body else "input"
-        self._sender.budget.check_tokens(tokens, field)
-        return tokens
-
-    def _model_url(self, kind: protocol.Kind, endpoint: str) -> httpx.URL:
-        # Parsing a URL is the dearest step of building a request: parse each route once.
-        url = self._urls.get((kind, endpoint))
-        if url is None:
-            if len(self._urls) >= 256:
-                self._urls.clear()
-            path = protocol.model_path(kind, check_endpoint(endpoint))
-            url = self._urls[kind, endpoint] = httpx.URL(f"{self._base_url}{path}")
-        return url
-
     async def _open_stream(
         self,
         call: PreparedCall,
@@ -482,20 +359,9 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
 
     async def _fetch_token(self) -> AccessToken:
         assert isinstance(self._credentials, OAuthCredentials)
-        call = PreparedCall(
-            url=token_url(self._base_url, self._credentials),
-            content=b"",
-            headers={},
-            policy=self._retry,
-            timeout=self._timeout,
+        return await fetch_token(
+            self._sender, self._base_url, self._credentials, self._retry, self._timeout, self._clock
         )
-        try:
-            answer = await self._sender.send(call)
-            return parse_token_response(answer.status_code, answer.body, now=self._clock())
-        except AuthenticationError as exc:
-            if exc.hint is None:
-                exc.hint = oauth_hint(self._credentials)
-            raise
 
 
 def _decode_answer(answer: Answer, cls: type[R]) -> R:
