@@ -1,4 +1,5 @@
-"""Developer sessions: `nox -s tests`, `tests-lowest`, `lint`, `typecheck`, `docs`, `bench`, `demo`."""
+"""Developer sessions: `nox -s tests`, `tests-lowest`, `lint`, `typecheck`, `docs`, `bench`,
+`demo`."""
 
 from __future__ import annotations
 

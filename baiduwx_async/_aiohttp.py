@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -52,11 +53,14 @@ def _read_failed(exc: BaseException) -> TransportError:
 
 class AiohttpTransport:
     """A pool of `limits.max_connections` keep-alive connections, opened on first use (an
-    aiohttp session belongs to the event loop it was made in). Certificates are verified
-    against the same CA bundle httpx uses."""
+    aiohttp session belongs to the event loop it was made in). Certificates are checked by
+    `tls`, the context the httpx backend would use."""
 
-    def __init__(self, *, limits: httpx.Limits, timeout: httpx.Timeout) -> None:
+    def __init__(
+        self, *, limits: httpx.Limits, timeout: httpx.Timeout, tls: ssl.SSLContext
+    ) -> None:
         self._limits = limits
+        self._tls = tls
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
         self._client_timeout(timeout)  # the client's default, converted once
@@ -73,7 +77,7 @@ class AiohttpTransport:
                 limit=self._limits.max_connections or 0,
                 limit_per_host=0,
                 keepalive_timeout=self._limits.keepalive_expiry or 0,
-                ssl=httpx.create_ssl_context(),
+                ssl=self._tls,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

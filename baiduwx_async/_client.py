@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
@@ -145,6 +146,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         rpm: float | None = None,
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.time,
+        verify: ssl.SSLContext | bool = True,
         telemetry: bool = True,
         tpm: float | None = None,
         token_estimator: TokenEstimator | None = None,
@@ -161,6 +163,9 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         http_backend: `"httpx"` (default: portable, asyncio and trio, mockable with respx)
             or `"aiohttp"` (asyncio only, extra `aiohttp`: several times the throughput).
         http_client: your own `httpx.AsyncClient`; it is used as is and left open.
+        verify: as httpx's `verify`, on either backend: an `ssl.SSLContext` trusting your
+            CA (`ssl.create_default_context(cafile=...)`), True (default: the CA bundle
+            httpx uses, or `SSL_CERT_FILE`), or False. With `http_client`, set it there.
         token_store: where access tokens are kept (default: in this client's memory);
             a `FileTokenStore` lets a token outlive the process.
         max_input_chars: the most characters all messages of a chat may hold together
@@ -229,7 +234,9 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         if http_client is None:
             pool_size = max_concurrency or DEFAULT_MAX_CONNECTIONS
             self._capacity = pool_size
-            transport = make_transport(http_backend, pool_size, self._timeout)
+            transport = make_transport(http_backend, pool_size, self._timeout, verify)
+        elif verify is not True:
+            raise ValidationError("verify", "set it on your own http_client instead")
         elif http_backend != "httpx":
             raise ValidationError("http_backend", "cannot be chosen with your own http_client")
         else:

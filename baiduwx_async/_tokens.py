@@ -122,7 +122,7 @@ class FileTokenStore:
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).expanduser()  # the README writes "~/.cache/..."
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.json"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -314,13 +315,20 @@ class HttpxReply:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def make_transport(backend: str, pool_size: int, timeout: httpx.Timeout) -> Transport:
+def make_transport(
+    backend: str, pool_size: int, timeout: httpx.Timeout, verify: ssl.SSLContext | bool = True
+) -> Transport:
     """The transport of a client that owns its pool: keep-alive as large as the pool, so
-    no connection is closed only to be opened again under load."""
+    no connection is closed only to be opened again under load. `verify` is httpx's: an
+    `ssl.SSLContext` (with the CA to trust), True for the CA bundle httpx uses (or the
+    `SSL_CERT_FILE`/`SSL_CERT_DIR` of the environment), False for no check at all."""
+    if not isinstance(verify, ssl.SSLContext | bool):
+        raise ValidationError("verify", "must be an ssl.SSLContext, True or False")
+    # One for all pools: loading the CA bundle takes ~20 ms
+    tls = httpx.create_ssl_context(verify=verify)
     if backend == "httpx":
         shards = -(-pool_size // SHARD_SIZE)
         sizes = [pool_size // shards + (i < pool_size % shards) for i in range(shards)]
-        tls = httpx.create_ssl_context()  # one for all: loading the CA bundle takes ~20 ms
         pools = [
             httpx.AsyncHTTPTransport(
                 verify=tls,
@@ -338,5 +346,5 @@ def make_transport(backend: str, pool_size: int, timeout: httpx.Timeout) -> Tran
                 "http_backend",
                 "\"aiohttp\" needs the aiohttp extra: pip install 'baiduwx_async[aiohttp]'",
             ) from None
-        return AiohttpTransport(limits=limits, timeout=timeout)
+        return AiohttpTransport(limits=limits, timeout=timeout, tls=tls)
     raise ValidationError("http_backend", 'must be "httpx" or "aiohttp"', backend)

@@ -210,6 +210,7 @@ def main() -> None:
         "baiduwx_async chat_stream (end to end)": parse_client,
         "httpx-sse": make_httpx_sse(),
     }
+    sdk = "qianfan SDK: no stand-alone parser to measure (see calls.py, scenario 3)"
     available = {name: parse for name, parse in contenders.items() if parse is not None}
     python = sys.version.split()[0]
     print(f"{CHUNKS} chunks, {len(body):,} bytes, median of {RUNS} runs, Python {python}")
@@ -228,6 +229,8 @@ def main() -> None:
                 f"| {workload} | {name} | {per_chunk * 1e6:.2f} | {1 / per_chunk:,.0f} "
                 f"| {per_chunk / floor:.2f}x |"
             )
+    print()
+    print(sdk)
 
 
 if __name__ == "__main__":

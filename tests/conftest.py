@@ -7,20 +7,9 @@ import httpx
 import pytest
 import respx
 
-from baiduwx_async._sender import install_log_redaction
-
 from .support import TOKEN_URL, token_body
 
 pytest_plugins = ["tests.secret_guard", "tests.emulator_fixtures"]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _redact_httpx_logs() -> None:
-    """Many tests talk to the emulator with plain httpx, which logs each URL (and its
-    access token) at INFO. An `AsyncClient` switches the library's redaction of that
-    logger on when it is built; switch it on for the whole run, so the secret guard does
-    not depend on test order. test_client.py checks that the client does it by itself."""
-    install_log_redaction()
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -45,3 +34,13 @@ def token_route(router: respx.MockRouter) -> respx.Route:
         return httpx.Response(200, json=token_body())
 
     return router.post(TOKEN_URL).mock(side_effect=answer)
+
+
+@pytest.fixture
+def http_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The HTTP backend of a socket test (see tests/integration_support.py)."""
+    from .integration_support import CLIENT_DEFAULTS
+
+    backend: str = getattr(request, "param", "httpx")
+    monkeypatch.setitem(CLIENT_DEFAULTS, "http_backend", backend)
+    return backend

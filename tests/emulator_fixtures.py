@@ -3,6 +3,7 @@ its own seed); `client` and `token` here are built on whichever `emu` the module
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -25,9 +26,17 @@ def asgi_client(emulator: Emulator) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def client(emu: Emulator) -> AsyncIterator[httpx.AsyncClient]:
+async def client(emu: Emulator, quiet_raw_httpx: None) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(emu) as http:
         yield http
+
+
+@pytest.fixture
+def quiet_raw_httpx(caplog: pytest.LogCaptureFixture) -> None:
+    """These tests send keys and tokens in URLs with bare httpx, as the wire protocol has
+    them, and httpx logs each URL at INFO: that is the test's own request, not the
+    library leaking one, so httpx's INFO lines are left out (the library's are kept)."""
+    caplog.set_level(logging.WARNING, logger="httpx")
 
 
 @pytest.fixture

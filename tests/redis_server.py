@@ -1,7 +1,10 @@
 """Real servers in subprocesses for the Redis tests: `redis-server` and the emulator.
 
-Both listen on a free loopback port and are stopped by the test that started them. A
-missing `redis-server` fails the test (never skips it): `.ci/run` installs it.
+Both listen on a loopback port and are stopped by the test that started them. The
+emulator binds port 0 and prints the port it got; redis-server cannot (its port 0 turns TCP
+off), so it is given a probed port and, should another process take that port first,
+started again on a new one. A missing `redis-server` fails the test (never skips it):
+`.ci/run` installs it.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from typing import Any
 import httpx
 import pytest
 
+from .processes import finish, read_all
+from .secret_guard import saw
+
 REDIS_MISSING = (
     "redis-server is not installed, and the Redis tests need a real one (they never skip): "
     ".ci/run installs it (apt-get install -y redis-server)"
 )
 
 
-def free_port() -> int:
+def probed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -42,12 +48,17 @@ def redis_server_path() -> str:
     return found
 
 
+class PortTaken(Exception):
+    pass
+
+
 class RedisServer:
     """`redis-server` on 127.0.0.1, without persistence; `start()` again reuses the port."""
 
     def __init__(self, port: int | None = None) -> None:
         self.path = redis_server_path()
-        self.port = port or free_port()
+        self._port_chosen = port is not None
+        self.port = port or probed_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,6 +66,18 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        for _ in range(5):
+            try:
+                self._start()
+                self._port_chosen = True  # a restart must come back where clients look
+                return self
+            except PortTaken:
+                if self._port_chosen:
+                    raise
+                self.port = probed_port()
+        pytest.fail("redis-server found no free port in 5 tries")
+
+    def _start(self) -> RedisServer:
         command = [self.path, "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
         self.process = subprocess.Popen(
@@ -64,6 +87,9 @@ class RedisServer:
         while not self.ping():
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode() if self.process.stderr else ""
+                if "in use" in error:
+                    self.process = None
+                    raise PortTaken(error)
                 pytest.fail(f"redis-server did not start on port {self.port}: {error}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -110,14 +136,20 @@ class EmulatorProcess:
     def __init__(self, config: dict[str, Any], directory: Path) -> None:
         path = directory / "emulator.json"
         path.write_text(json.dumps(config))
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "baiduwx_async.emulator", "--port", str(self.port)]
+        command = [sys.executable, "-m", "baiduwx_async.emulator", "--port", "0"]
+        self._errors = (directory / "emulator.err").open("w+b")
         self.process = subprocess.Popen(
             [*command, "--config", str(path), "--log-level", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
         )
+        assert self.process.stdout is not None
+        banner = self.process.stdout.readline().decode()  # "... emulator on http://HOST:PORT"
+        if "http://" not in banner:
+            self.stop()
+            pytest.fail(f"the emulator did not start: {banner!r}")
+        self.base_url = banner.rsplit(" ", 1)[-1].strip()
+        self.port = int(self.base_url.rsplit(":", 1)[1])
         self.http = httpx.Client(base_url=self.base_url, timeout=5)
         deadline = time.monotonic() + 20
         while True:
@@ -159,10 +191,8 @@ class EmulatorProcess:
         }
 
     def stop(self) -> None:
-        self.http.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        if hasattr(self, "http"):
+            self.http.close()
+        finish(self.process, banner=True)
+        self._errors.seek(0)
+        saw(read_all(self._errors))

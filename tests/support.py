@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+import anyio.lowlevel
+
 import baiduwx_async as wx
 
 BASE_URL = "https://wx.test"
@@ -17,13 +20,35 @@ FAST_RETRIES = wx.RetryPolicy(max_retries=3, initial_backoff=0.001, max_backoff=
 
 
 class FakeClock:
-    """A wall clock a test moves by hand (unix seconds)."""
+    """Time a test moves: by hand (`clock.now += 5`), or by `sleep`, which advances the
+    clock to its deadline once no sleeper has had an earlier one for a few scheduling
+    rounds (so tasks just started get to run first): concurrent sleepers wake in deadline
+    order, at once. Unix seconds by default; `FakeClock(0.0)` for a clock from zero."""
 
     def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.now = now
+        self.sleeps: list[float] = []
+        self._deadlines: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        deadline = self.now + delay
+        self._deadlines.append(deadline)
+        rounds = 0
+        try:
+            while True:
+                await anyio.lowlevel.checkpoint()  # let tasks not yet asleep run first
+                if self.now >= deadline:
+                    return
+                rounds = rounds + 1 if deadline <= min(self._deadlines) else 0
+                if rounds >= 5:
+                    self.now = deadline
+                    return
+        finally:
+            self._deadlines.remove(deadline)
 
 
 def chat_body(result: str = "你好！有什么我可以帮助你的吗？", **extra: Any) -> dict[str, Any]:

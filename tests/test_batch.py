@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -15,23 +16,37 @@ import respx
 import baiduwx_async as wx
 from baiduwx_async.emulator import Emulator, EmulatorConfig
 
-from .support import COMPLETIONS_URL, TOKEN, completion_body, error_body, make_client
+from .support import (
+    COMPLETIONS_URL,
+    FAST_RETRIES,
+    TOKEN,
+    FakeClock,
+    completion_body,
+    error_body,
+    make_client,
+)
 
 pytestmark = pytest.mark.anyio
 
 EMULATOR_URL = "http://emulator.localhost"
 
 
-def emulator_client(emulator: Emulator, **kwargs: Any) -> wx.AsyncClient:
-    """A client talking to `emulator` in-process (no socket), under asyncio or trio."""
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app))
-    kwargs.setdefault("retry_policy", wx.RetryPolicy(initial_backoff=0.01, max_backoff=0.1))
-    return wx.AsyncClient(
-        credentials=wx.OAuthCredentials("test-api-key", "test-secret-key"),
-        base_url=EMULATOR_URL,
-        http_client=http,
-        **kwargs,
-    )
+@asynccontextmanager
+async def emulator_client(emulator: Emulator, **kwargs: Any) -> AsyncIterator[wx.AsyncClient]:
+    """A client talking to `emulator` in-process (no socket), under asyncio or trio; it
+    and its httpx client are closed at the end."""
+    kwargs.setdefault("retry_policy", FAST_RETRIES)
+    transport = httpx.ASGITransport(app=emulator.app)
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        wx.AsyncClient(
+            credentials=wx.OAuthCredentials(*next(iter(emulator.config.credentials.items()))),
+            base_url=EMULATOR_URL,
+            http_client=http,
+            **kwargs,
+        ) as client,
+    ):
+        yield client
 
 
 async def test_results_in_input_order_with_bounded_concurrency() -> None:
@@ -225,13 +240,18 @@ async def test_adaptive_limiter_converges_on_the_service_limit() -> None:
 async def test_client_qps_at_the_service_limit_is_never_throttled() -> None:
     # The advertised X-Ratelimit-Limit-Requests (per minute) matches the QPS limit, or the
     # client would rightly keep under the lower default of 300 per minute.
-    emulator = Emulator(EmulatorConfig(qps=20, advertised_rpm=1200))
-    async with emulator_client(emulator, qps=20) as client:
+    # One fake clock for both sides: the client's spacing is what the server's window
+    # judges, with nothing a busy machine could add in between.
+    clock = FakeClock()
+    emulator = Emulator(EmulatorConfig(qps=20, advertised_rpm=1200), clock=clock)
+    limiter = wx.AdaptiveRateLimiter(qps=20, clock=clock, sleep=clock.sleep)
+    async with emulator_client(emulator, rate_limiter=limiter) as client:
         results = await client.batch_complete(
             "pythia12b", [f"p{i}" for i in range(50)], concurrency=16
         )
     assert all(r.ok for r in results)
     assert emulator.stats()["outcomes"].get("error_18", 0) == 0
+    assert clock.now - 1_700_000_000.0 >= 49 / 20, "and the client did not go faster"
 
 
 async def test_a_batch_wider_than_the_client_warns_where_it_is_called() -> None:

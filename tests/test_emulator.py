@@ -15,7 +15,8 @@ from baiduwx_async.emulator import Emulator, EmulatorConfig
 from .emulator_fixtures import asgi_client
 from .support import FakeClock
 
-pytestmark = pytest.mark.anyio
+# These tests speak the wire protocol with bare httpx: see `quiet_raw_httpx`.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("quiet_raw_httpx")]
 
 PREFIX = "/rpc/2.0/ai_custom/v1/wenxinworkshop"
 CHAT = f"{PREFIX}/chat/mpt30b"

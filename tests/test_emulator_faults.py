@@ -18,10 +18,10 @@ from baiduwx_async.emulator import (
     EmulatorConfig,
 )
 
+from .support import FakeClock
 from .test_emulator import (
     COMPLETIONS,
     MESSAGES,
-    FakeClock,
     asgi_client,
     assert_error,
     assert_ok,
@@ -29,7 +29,8 @@ from .test_emulator import (
 )
 from .test_emulator_stream import RATE_HEADERS, data_chunks, sse_events
 
-pytestmark = pytest.mark.anyio
+# These tests speak the wire protocol with bare httpx: see `quiet_raw_httpx`.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("quiet_raw_httpx")]
 
 BODY = {"messages": MESSAGES}
 STREAM = {"messages": MESSAGES, "stream": True}

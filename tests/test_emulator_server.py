@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,10 +13,12 @@ import pytest
 
 from baiduwx_async.emulator import Emulator, EmulatorConfig, main, serve
 
+from .processes import emulator_process, run
 from .test_emulator import CHAT, COMPLETIONS, GOOD_CLIENT, MESSAGES, assert_error, assert_ok
 from .test_emulator_stream import data_chunks
 
-pytestmark = pytest.mark.anyio
+# These tests speak the wire protocol with bare httpx: see `quiet_raw_httpx`.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("quiet_raw_httpx")]
 
 STREAM = {"messages": MESSAGES, "stream": True}
 
@@ -174,13 +173,7 @@ async def test_serve_refuses_trio() -> None:
 
 
 def test_command_line_help() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "baiduwx_async.emulator", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = run([sys.executable, "-m", "baiduwx_async.emulator", "--help"], timeout=30)
     assert done.returncode == 0, done.stderr
     assert "--port" in done.stdout
     assert "--config" in done.stdout
@@ -197,29 +190,8 @@ def test_command_line_bad_config(tmp_path: Path) -> None:
 
 
 def test_command_line_serves(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = tmp_path / "emulator.json"
-    config.write_text(json.dumps({"qps": 50, "endpoints": ["m"]}))
-    command = [sys.executable, "-m", "baiduwx_async.emulator", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--config", str(config), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/_emulator/config", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-        assert answer.json()["qps"] == 50
-        assert answer.json()["endpoints"] == ["m"]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    # --port 0: the server binds a free port and prints the URL it got
+    with emulator_process(tmp_path, {"qps": 50, "endpoints": ["m"]}) as base_url:
+        answer = httpx.get(f"{base_url}/_emulator/config", timeout=5)
+    assert answer.json()["qps"] == 50
+    assert answer.json()["endpoints"] == ["m"]

@@ -10,18 +10,19 @@ import pytest
 
 from baiduwx_async.emulator import Emulator, EmulatorConfig
 
+from .support import FakeClock
 from .test_emulator import (
     CHAT,
     COMPLETIONS,
     ID_RE,
     MESSAGES,
-    FakeClock,
     assert_error,
     assert_ok,
     call,
 )
 
-pytestmark = pytest.mark.anyio
+# These tests speak the wire protocol with bare httpx: see `quiet_raw_httpx`.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("quiet_raw_httpx")]
 
 ENVELOPE = [
     "id",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,8 @@ import httpx
 import pytest
 
 from baiduwx_async.testing import run_emulator
+
+from .processes import run
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))  # the examples import each other as scripts do
@@ -25,15 +28,7 @@ from service import create_app  # noqa: E402
 
 def run_example(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QIANFAN_")}
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=EXAMPLES,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run([sys.executable, *args], cwd=EXAMPLES, env=env, timeout=timeout)
 
 
 def test_trio_chat() -> None:
@@ -69,20 +64,16 @@ def test_the_users_own_tests_pass() -> None:
     assert "4 passed" in done.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def serve_app(app: object) -> AsyncIterator[str]:
     import uvicorn
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # port 0: the system picks a free one, and it stays ours
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
+        tg.start_soon(partial(server.serve, sockets=[sock]))
         while not server.started:  # uvicorn offers no event to wait on
             await anyio.sleep(0.01)
         try:

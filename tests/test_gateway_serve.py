@@ -21,7 +21,7 @@ from baiduwx_async.cli import EXIT_USAGE, main
 from .redis_server import EmulatorProcess, RedisServer
 from .secret_guard import leaks
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guide" / "gateway.md"
 QUESTION = [{"role": "user", "content": "Please introduce The Great Wall"}]
 MODELS = ["ernie=chat:completions", "pythia=completions:pythia12b", "bge=embeddings:bge_large_zh"]
 ENV_KEY = "sk-gateway-env-key"
@@ -156,9 +156,8 @@ def test_two_processes_share_one_token_and_quota_through_redis(
 
 
 def readme_gateway_blocks() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## An OpenAI-compatible gateway", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    """The Python blocks of the gateway's guide page."""
+    return re.findall(r"```python\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.DOTALL)
 
 
 @pytest.mark.parametrize("marker", ["import openai", "from langchain_openai"])

@@ -7,75 +7,37 @@ The emulator is started with the testing kit (`run_emulator`), which this also t
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 
 import baiduwx_async as wx
-from baiduwx_async.testing import RunningEmulator, run_emulator
+from baiduwx_async.emulator import Emulator, EmulatorConfig, serve
+from baiduwx_async.emulator._wire import Receive, Scope, Send
+from baiduwx_async.testing import run_emulator
 
+from .integration_support import (
+    CLIENT_DEFAULTS,
+    COMPLETIONS,
+    ENDPOINT,
+    FAST,
+    MESSAGES,
+    PROMPT,
+    both_backends,
+    emulator_and_client,
+)
 from .support import FakeClock
 
-pytestmark = pytest.mark.anyio
-
-ENDPOINT = "mpt30b"
-COMPLETIONS = "pythia12b"
-MESSAGES = [wx.user("Please introduce The Great Wall")]
-PROMPT = "Introduce the city Beijing"
-#: Fast backoff: the emulator answers in microseconds, waiting half a second is pointless.
-FAST = wx.RetryPolicy(max_retries=6, initial_backoff=0.005, max_backoff=0.05)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("http_backend")]
+pytest_generate_tests = both_backends
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """uvicorn runs on asyncio only; the ASGI tests below choose their own backends."""
     return "asyncio"
-
-
-#: Options every client of `emulator_and_client` starts from: the `http_backend` fixture
-#: sets the transport, so each socket test here (and in test_integration_faults) runs on both.
-CLIENT_DEFAULTS: dict[str, Any] = {}
-BACKENDS = ("httpx", "aiohttp")
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # The ASGI tests, which name their event loop, bring their own (httpx) transport.
-    if "anyio_backend" not in inspect.signature(metafunc.function).parameters:
-        metafunc.parametrize("http_backend", BACKENDS, indirect=True)
-
-
-@pytest.fixture(autouse=True)
-def http_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    backend: str = getattr(request, "param", "httpx")
-    monkeypatch.setitem(CLIENT_DEFAULTS, "http_backend", backend)
-    return backend
-
-
-@asynccontextmanager
-async def emulator_and_client(
-    *, client: dict[str, Any] | None = None, **settings: Any
-) -> AsyncIterator[tuple[RunningEmulator, wx.AsyncClient]]:
-    """An emulator on a socket and a client of it with fast retries and a 10 s timeout."""
-    settings.setdefault("seed", 1)
-    options: dict[str, Any] = {
-        "retry_policy": FAST,
-        "timeout": 10.0,
-        **CLIENT_DEFAULTS,
-        **(client or {}),
-    }
-    async with run_emulator(**settings) as emu:
-        with anyio.fail_after(30):
-            yield emu, emu.client(**options)
-
-
-def endpoint_stats(emu: RunningEmulator, key: str = f"chat/{ENDPOINT}") -> dict[str, int]:
-    endpoints: dict[str, dict[str, int]] = emu.stats()["endpoints"]
-    return endpoints.get(key, {})
 
 
 # --- plain calls
@@ -207,6 +169,46 @@ async def test_concurrent_calls_with_an_expired_token_share_one_refresh() -> Non
     assert set(outcomes) == {"ok", "error_111"}
 
 
+async def test_a_111_arriving_after_the_refresh_finished_refreshes_nothing() -> None:
+    """A call sent with the old token is held at the server while another call gets 111,
+    refreshes and succeeds; when the held call's 111 comes back, the token it was refused
+    for is no longer current: it is replayed with the new one, and nothing is fetched."""
+    clock = FakeClock()
+    emulator = Emulator(EmulatorConfig(seed=1, token_lifetime=3600), clock=clock)
+    held, release = anyio.Event(), anyio.Event()
+    inner = emulator.app
+
+    async def holding(scope: Scope, receive: Receive, send: Send) -> None:
+        if (b"request_id", b"late") in scope.get("headers", []):
+            held.set()
+            await release.wait()
+        await inner(scope, receive, send)
+
+    emulator.app = holding  # type: ignore[assignment]
+    async with serve(emulator) as base_url:
+        options = {"retry_policy": FAST, "timeout": 10.0, **CLIENT_DEFAULTS}
+        credentials = wx.OAuthCredentials(*next(iter(emulator.config.credentials.items())))
+        async with wx.AsyncClient(credentials=credentials, base_url=base_url, **options) as client:
+            await client.chat(ENDPOINT, MESSAGES)  # the first token
+            clock.now += 3601  # the server's clock runs ahead: that token is expired there
+            late: list[wx.ChatResponse] = []
+
+            async def call_late() -> None:
+                late.append(await client.chat(ENDPOINT, MESSAGES, request_id="late"))
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(call_late)
+                    await held.wait()  # sent with the old token
+                    await client.chat(ENDPOINT, MESSAGES)  # 111, the one refresh, replayed
+                    assert emulator.stats()["token_requests"] == 2
+                    release.set()
+    assert len(late) == 1
+    stats = emulator.stats()
+    assert stats["token_requests"] == 2, "the late 111 fetched a second token"
+    assert stats["endpoints"] == {f"chat/{ENDPOINT}": {"ok": 3, "error_111": 2}}
+
+
 async def test_token_is_replaced_before_it_expires_when_the_clocks_agree() -> None:
     clock = FakeClock()
     settings = {"clock": clock, "token_lifetime": 1000}
@@ -298,16 +300,19 @@ async def test_iam_signature_from_a_skewed_clock_is_refused() -> None:
 # --- rate limits
 
 
-async def test_client_qps_matching_the_server_never_trips_it() -> None:
+async def test_client_qps_matching_the_server_spaces_the_calls() -> None:
     async with emulator_and_client(qps=5, client={"qps": 5}) as (emu, client):
         started = anyio.current_time()
         async with anyio.create_task_group() as group:
             for _ in range(10):
                 group.start_soon(client.chat, ENDPOINT, MESSAGES)
         elapsed = anyio.current_time() - started
-    stats = emu.stats()
-    assert stats["endpoints"] == {f"chat/{ENDPOINT}": {"ok": 10}}  # no error 18
-    assert elapsed >= 9 / 5 * 0.95
+    # Over real sockets a busy machine can bunch two requests on the way to the server, so
+    # an error 18 is possible (and retried): that the spacing alone never trips the limit
+    # is shown with a fake clock in test_batch.py. Here: the spacing is in effect.
+    outcomes = emu.stats()["endpoints"][f"chat/{ENDPOINT}"]
+    assert outcomes["ok"] == 10 and set(outcomes) <= {"ok", "error_18"}
+    assert elapsed >= 9 / 5 - 0.02  # nine gaps of at least 1/5 s (less timer granularity)
 
 
 async def test_unlimited_client_against_a_qps_limit_gets_every_call_through() -> None:

@@ -7,24 +7,25 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 import baiduwx_async as wx
 from baiduwx_async.emulator import FAULT_NAMES, STREAM_FAULTS
 
-from .test_integration import (  # noqa: F401 (the fixture and hook run both transports)
+from .integration_support import (
     COMPLETIONS,
     ENDPOINT,
     FAST,
     MESSAGES,
     PROMPT,
+    both_backends,
     emulator_and_client,
     endpoint_stats,
-    http_backend,
-    pytest_generate_tests,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("http_backend")]
+pytest_generate_tests = both_backends
 
 
 @pytest.fixture
@@ -207,7 +208,7 @@ async def test_abandoned_stream_frees_its_connection(how: str) -> None:
 async def test_stream_silent_before_its_first_chunk_is_retried_then_reported() -> None:
     """The read timeout is the longest silence between chunks: the first chunk is slower,
     so every attempt times out; each is retried, as nothing reached the caller."""
-    policy = wx.RetryPolicy(max_retries=2, initial_backoff=0.005, max_backoff=0.01)
+    policy = attrs.evolve(FAST, max_retries=2)
     settings: dict[str, Any] = {"tokens_per_second": 20.0, "sentences_min": 2}
     options = {"timeout": 0.2, "retry_policy": policy}
     async with emulator_and_client(client=options, **settings) as (emu, client):

@@ -1,27 +1,33 @@
-"""The README's code is code: every Python block compiles, and the quick start runs
-against the emulator exactly as written (its placeholder keys are the emulator's)."""
+"""The README's code is code, and so is the guide's it points to (`docs/`): every Python
+block compiles, and the ones below run against the emulator as written: the quick starts
+whole (their placeholder keys are the emulator's), the snippets inside a coroutine with the
+names they use bound, the Redis one with a local redis-server for its placeholder host."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from .processes import emulator_process, run
+from .redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
 def python_blocks() -> list[str]:
-    return BLOCK.findall(README.read_text(encoding="utf-8"))
+    """The README's blocks, then the guide's (where the README's snippets moved)."""
+    pages = [README, ROOT / "docs" / "getting-started.md", *sorted(ROOT.glob("docs/guide/*.md"))]
+    return [block for page in pages for block in BLOCK.findall(page.read_text(encoding="utf-8"))]
 
 
 def test_the_readme_has_python_examples() -> None:
@@ -40,49 +46,12 @@ def test_every_python_block_compiles(index: int) -> None:
 
 @pytest.fixture
 def emulator_url(tmp_path: Path) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = tmp_path / "emulator.json"
-    config.write_text(json.dumps({"credentials": {"api-key": "secret-key"}}))
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "baiduwx_async.emulator",
-            "--port",
-            str(port),
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/_emulator/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the emulator did not start"
-                time.sleep(0.1)
+    with emulator_process(tmp_path, {"credentials": {"api-key": "secret-key"}}) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def run_block(source: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", source],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run([sys.executable, "-c", source], env=env)
 
 
 def test_the_quick_start_runs_as_written(emulator_url: str) -> None:
@@ -106,3 +75,118 @@ def test_the_emulator_quick_start_runs() -> None:
     done = run_block(block, env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()
+
+
+#: The rest of the README's snippets are lines from inside a coroutine: each runs here as
+#: written, indented into one, with the names it uses bound to an emulator's client.
+SNIPPET_HARNESS = """
+import anyio
+import baiduwx_async as wx
+from baiduwx_async.testing import run_emulator
+
+
+async def snippet(client, messages, conversations, prompts):
+{body}
+    return locals()
+
+
+async def main():
+    async with run_emulator() as emu:
+        async with emu.client() as client:
+            messages = [wx.user("Please introduce The Great Wall")]
+            conversations = [[wx.user(f"question {{i}}")] for i in range(3)]
+
+            def prompts():
+                for i in range(4):
+                    yield f"prompt {{i}}"
+
+            seen = await snippet(client, messages, conversations, prompts)
+        stats = emu.stats()
+    print("SNIPPET", sorted(k for k in seen if not k.startswith("_")), stats["calls"])
+
+
+anyio.run(main)
+"""
+
+
+def run_snippet(first_line: str) -> tuple[list[str], int, str]:
+    block = next(b for b in python_blocks() if b.startswith(first_line))
+    body = "".join(f"    {line}\n" for line in block.splitlines())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QIANFAN_")}
+    done = run_block(SNIPPET_HARNESS.format(body=body), env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("SNIPPET "), done.stdout[-2000:]
+    names, calls = last[len("SNIPPET ") :].rsplit(" ", 1)
+    return json.loads(names.replace("'", '"')), int(calls), done.stdout
+
+
+def test_the_streaming_snippet_runs() -> None:
+    names, calls, output = run_snippet("async with client.chat_stream(")
+    assert {"stream", "reply", "chunk"} <= set(names)
+    assert calls == 2  # one stream iterated, one collected
+    assert "Usage(" in output
+
+
+def test_the_batch_snippet_runs() -> None:
+    names, calls, output = run_snippet("results = await client.batch_chat(")
+    assert {"results", "r"} <= set(names)
+    assert calls == 3 + 4  # three conversations, four prompts
+    assert output.splitlines()[0].startswith("0 ")  # input order
+
+
+def test_the_token_store_snippet_runs(tmp_path: Path, emulator_url: str) -> None:
+    block = next(b for b in python_blocks() if "FileTokenStore(" in b)
+    source = (
+        "import anyio\nimport baiduwx_async as wx\n"
+        f"{block}"
+        "async def main():\n"
+        "    async with client:\n"
+        "        await client.complete('pythia12b', 'hello')\n"
+        "anyio.run(main)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QIANFAN_")}
+    env.update({"HOME": str(tmp_path), "QIANFAN_BASE_URL": emulator_url})
+    env.update({"QIANFAN_AK": "api-key", "QIANFAN_SK": "secret-key"})
+    done = run_block(source, env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stored = list((tmp_path / ".cache" / "baiduwx" / "tokens").iterdir())
+    assert len(stored) == 1, "the token was kept where the README says"
+
+
+def test_the_pytest_snippet_passes_as_a_users_test(tmp_path: Path) -> None:
+    block = next(b for b in python_blocks() if "@pytest.mark.wenxin_emulator" in b)
+    (tmp_path / "test_user.py").write_text(block, encoding="utf-8")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"]
+    command += ["-o", "asyncio_default_fixture_loop_scope=function"]
+    done = run(command, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "1 passed" in done.stdout
+
+
+def test_the_redis_snippet_runs(tmp_path: Path, emulator_url: str) -> None:
+    block = next(
+        b
+        for b in python_blocks()
+        if b.startswith("from baiduwx_async.redis import RedisRateLimiter, RedisTokenStore")
+    )
+    redis = RedisServer().start()
+    try:
+        # the README's host is a placeholder: the same lines, against a local redis-server
+        lines = block.replace("redis://cache.internal:6379/0", redis.url)
+        source = (
+            "import anyio\nimport baiduwx_async as wx\n"
+            f"{lines}"
+            "async def main():\n"
+            "    async with client:\n"
+            "        await client.complete('pythia12b', 'hello')\n"
+            "anyio.run(main)\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QIANFAN_")}
+        env.update({"QIANFAN_BASE_URL": emulator_url})
+        env.update({"QIANFAN_AK": "api-key", "QIANFAN_SK": "secret-key"})
+        done = run_block(source, env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert redis.command("DBSIZE") != ":0", "the token and the limiter state are in Redis"
+    finally:
+        redis.stop()

@@ -17,11 +17,15 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+import attrs
 import httpx
 import pytest
 
 import baiduwx_async as wx
 from baiduwx_async.emulator import Emulator, EmulatorConfig, serve
+
+from .processes import emulator_thread
+from .support import FAST_RETRIES
 
 pytestmark = pytest.mark.anyio
 
@@ -32,10 +36,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 COMPLETIONS = "pythia12b"
 MODEL_PREFIX = "/rpc/2.0/ai_custom/v1/wenxinworkshop/"
-IN_PROCESS_URL = "http://emulator.localhost"
 CREDENTIALS = wx.OAuthCredentials("test-api-key", "test-secret-key")
 #: The emulator answers in microseconds: waiting long between attempts only slows the soak.
-FAST = wx.RetryPolicy(max_retries=8, initial_backoff=0.001, max_backoff=0.01)
+FAST = attrs.evolve(FAST_RETRIES, max_retries=8)
 
 #: About 9 % of model requests get one of these from the emulator; the `Ledger` answers
 #: another 1 % with code 18 itself (the emulator has no code-18 fault, only a real QPS limit).
@@ -123,6 +126,7 @@ class Ledger:
         self.last: dict[str, str] = {}
         self.outcomes: Counter[str] = Counter()
         self.throttled_at: list[float] = []
+        self.unreadable = 0
         #: (time.monotonic(), outcome) of every model request, in the order they ended.
         self.timeline: list[tuple[float, str]] = []
 
@@ -136,6 +140,11 @@ class Ledger:
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
         raw = b"".join(parts)
+        if message["type"] != "http.request":
+            # The connection closed before the whole body came: an attempt the client made
+            # (and will count) whose prompt the server never saw.
+            self.unreadable += 1
+            return None
         body = json.loads(raw)
         prompt = body["prompt"] if "prompt" in body else body["messages"][-1]["content"]
         self.requests[prompt] += 1
@@ -188,12 +197,15 @@ class Ledger:
         self.outcomes[outcome] += 1
 
 
-def in_process_client(app: Any, **kwargs: Any) -> wx.AsyncClient:
-    """A client of `app` through httpx's ASGI transport: no socket, no server."""
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+def socket_client(base_url: str, http_backend: str, **kwargs: Any) -> wx.AsyncClient:
+    """A client with its own transport (the one users get) over a loopback socket."""
     kwargs.setdefault("retry_policy", FAST)
     return wx.AsyncClient(
-        credentials=CREDENTIALS, base_url=IN_PROCESS_URL, http_client=http, **kwargs
+        credentials=CREDENTIALS,
+        base_url=base_url,
+        http_backend=http_backend,  # type: ignore[arg-type]
+        timeout=10,
+        **kwargs,
     )
 
 
@@ -202,11 +214,13 @@ def check_exactly_once(
 ) -> None:
     """One result per input, and the server's record of every prompt agrees with it."""
     assert len(results) == len(prompts), "one result per input, none lost or doubled"
+    assert sum(r.attempts for r in results) == sum(ledger.requests.values()) + ledger.unreadable
     assert sorted(r.index for r in results) == list(range(len(prompts)))
     for r in results:
         assert r.input == prompts[r.index]
         prompt = r.input
-        assert r.attempts == ledger.requests[prompt], (r.index, r.attempts, r.error)
+        seen = ledger.requests[prompt]
+        assert seen <= r.attempts <= seen + ledger.unreadable, (r.index, r.attempts, r.error)
         if r.ok:
             assert ledger.ok[prompt] == 1, f"item {r.index} was answered {ledger.ok[prompt]} times"
             assert ledger.last[prompt] == "ok", "the last attempt is the one that succeeded"
@@ -220,24 +234,39 @@ def check_exactly_once(
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """uvicorn (`serve`) runs on asyncio only; the in-process soak of streams picks trio."""
+    """uvicorn (`serve`) runs on asyncio only; tests under trio serve from a thread."""
     return "asyncio"
 
 
-async def test_soak_10k_items_with_mixed_faults_in_process() -> None:
+#: (http_backend, event loop) of the soaks: both transports, over loopback sockets, the
+#: emulator served by a thread of its own (so httpx can run under trio too).
+SOAK_CASES = [
+    pytest.param("httpx", "asyncio", id="httpx-asyncio"),
+    pytest.param("aiohttp", "asyncio", id="aiohttp"),
+]
+STREAM_SOAK_CASES = [
+    pytest.param("httpx", "trio", id="httpx-trio"),
+    pytest.param("aiohttp", "asyncio", id="aiohttp"),
+]
+
+
+@pytest.mark.parametrize(("http_backend", "anyio_backend"), SOAK_CASES)
+async def test_soak_10k_items_with_mixed_faults(http_backend: str) -> None:
     n = 10_000
     prompts = [f"soak item {i}" for i in range(n)]
     emulator = Emulator(EmulatorConfig(seed=71, faults=PLAIN_FAULTS, retry_after=0))
-    ledger = Ledger(emulator.app, throttle=LEDGER_THROTTLE, seed=72)
+    ledger = emulator.app = Ledger(emulator.app, throttle=LEDGER_THROTTLE, seed=72)  # type: ignore[assignment]
     started = time.monotonic()
     # NoLimit: every 429 and 18 here is a dice roll, not a real limit, and the adaptive
     # limiter would rightly slow the whole batch down to a crawl after each; its convergence
-    # under a real limit is the socket test below.
-    with anyio.fail_after(120):
-        async with in_process_client(ledger, rate_limiter=wx.NoLimit()) as client:
+    # under a real limit is the adaptive soak below.
+    with emulator_thread(emulator) as served, anyio.fail_after(240):
+        async with socket_client(
+            served.base_url, http_backend, rate_limiter=wx.NoLimit()
+        ) as client:
             results = await client.batch_complete(COMPLETIONS, prompts, concurrency=32)
-    elapsed = time.monotonic() - started
-    stats = emulator.stats()
+        elapsed = time.monotonic() - started
+        stats = served.stats()
     attempts = sum(r.attempts for r in results)
     faults = sum(stats["faults"].values()) + len(ledger.throttled_at)
     print(
@@ -258,25 +287,27 @@ async def test_soak_10k_items_with_mixed_faults_in_process() -> None:
     assert stats["in_flight"] == 0
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
-async def test_soak_streams_every_item_accounted_for_once() -> None:
-    n = 5_000
+@pytest.mark.parametrize(("http_backend", "anyio_backend"), STREAM_SOAK_CASES)
+async def test_soak_streams_every_item_accounted_for_once(http_backend: str) -> None:
+    n = 3_000
     prompts = [f"stream item {i}" for i in range(n)]
     faults = {**PLAIN_FAULTS, **STREAM_FAULTS}
     emulator = Emulator(EmulatorConfig(seed=73, faults=faults, retry_after=0))
-    ledger = Ledger(emulator.app, throttle=LEDGER_THROTTLE, seed=74)
+    ledger = emulator.app = Ledger(emulator.app, throttle=LEDGER_THROTTLE, seed=74)  # type: ignore[assignment]
     started = time.monotonic()
-    with anyio.fail_after(90):
+    with emulator_thread(emulator) as served, anyio.fail_after(240):
         # NoLimit for the reason given in the 10k soak.
-        async with in_process_client(ledger, rate_limiter=wx.NoLimit()) as client:
+        async with socket_client(
+            served.base_url, http_backend, rate_limiter=wx.NoLimit()
+        ) as client:
 
             async def collect(prompt: str) -> wx.CompletionResponse:
                 return await client.complete_stream(COMPLETIONS, prompt).collect()
 
             results = [r async for r in wx.BatchIterator(prompts, collect, concurrency=32)]
-    elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - started
+        stats = served.stats()
     results.sort(key=lambda r: r.index)
-    stats = emulator.stats()
     failed = [r for r in results if not r.ok]
     attempts = sum(r.attempts for r in results)
     print(
@@ -288,10 +319,11 @@ async def test_soak_streams_every_item_accounted_for_once() -> None:
     for r in failed:
         assert isinstance(r.error, MID_STREAM_ERRORS), (r.index, repr(r.error))
         assert ledger.last[r.input] in ("broken", "malformed"), (r.index, ledger.last[r.input])
-    # In-process, a reset stream is a failed request the client retries (httpx's ASGI
-    # transport gives nothing before the app returns); cut and malformed streams reach the
-    # caller after a chunk, so each of those ends its item.
-    assert len(failed) == stats["faults"]["cut_stream"] + stats["faults"]["malformed_line"]
+    # A cut or malformed stream reaches the caller after a chunk, and so ends its item; a
+    # reset one does too when its first chunk got through before the connection broke (else
+    # it is a failed request, and retried).
+    cut_or_malformed = stats["faults"]["cut_stream"] + stats["faults"]["malformed_line"]
+    assert cut_or_malformed <= len(failed) <= cut_or_malformed + stats["faults"]["reset_stream"]
     assert stats["outcomes"]["ok"] == n - len(failed) == stats["streams_completed"]
     assert stats["faults"]["reset_stream"] > 0
     assert attempts > n and attempts == stats["calls"] + len(ledger.throttled_at)
@@ -474,8 +506,12 @@ def our_sockets(port: int) -> tuple[Counter[str], Counter[str]]:
     return client, server
 
 
-async def test_cancellations_and_abandoned_streams_leak_no_connection() -> None:
-    ops, workers, max_concurrency = 5_000, 12, 8
+@pytest.mark.parametrize("http_backend", ["httpx", "aiohttp"])
+async def test_cancellations_and_abandoned_streams_leak_no_connection(http_backend: str) -> None:
+    """Leaks counted from outside the client: this process's open file descriptors, its
+    sockets to the emulator and the emulator's accepted ones (from /proc), and how many
+    calls the emulator sees in flight at once when the client is asked for more."""
+    ops, workers, max_concurrency = 2_500, 12, 8
     rng = random.Random(77)
     kinds = ["call", "call_cancel", "stream_break", "stream_cancel", "collect_cancel"]
     plan = [
@@ -490,13 +526,7 @@ async def test_cancellations_and_abandoned_streams_leak_no_connection() -> None:
             port = httpx.URL(base_url).port
             assert port is not None
             fds_before = open_fds()
-            client = wx.AsyncClient(
-                credentials=CREDENTIALS,
-                base_url=base_url,
-                retry_policy=FAST,
-                timeout=10,
-                max_concurrency=max_concurrency,
-            )
+            client = socket_client(base_url, http_backend, max_concurrency=max_concurrency)
             jobs = iter(enumerate(plan))
 
             async def stream_to_the_end_or_cancel(prompt: str, timeout: float) -> str:
@@ -539,14 +569,21 @@ async def test_cancellations_and_abandoned_streams_leak_no_connection() -> None:
                     for _ in range(workers):
                         group.start_soon(worker)
                 elapsed = time.monotonic() - started
-                slots = client._sender._slots
-                pools = [p._pool for p in client._sender.transport.pools]  # type: ignore[attr-defined]
-                connections = [c for pool in pools for c in pool.connections]
-                idle = sum(1 for c in connections if c.is_idle())
-                pending = sum(len(pool._requests) for pool in pools)
-                busy = list(client._sender.transport._busy)  # type: ignore[attr-defined]
-                client_side, _ = our_sockets(port)
+                await anyio.sleep(0.1)  # the server closes what the client left
+                client_side, server_side = our_sockets(port)
                 fds_open = open_fds()
+                with anyio.move_on_after(5):  # the server finishes what the client left
+                    while emulator.stats()["in_flight"]:
+                        await anyio.sleep(0.01)
+                run_stats = emulator.stats()
+                # Every place in flight was given back: asked for twice as many slow calls
+                # as it allows, the client has exactly `max_concurrency` at the server.
+                emulator.reset_stats()
+                emulator.configure(latency=0.3)
+                async with anyio.create_task_group() as group:
+                    for i in range(2 * max_concurrency):
+                        group.start_soon(client.complete, COMPLETIONS, f"after {i}")
+                in_flight_at_most = emulator.stats()["max_in_flight"]
             # After aclose(), wait for the server to see the client's sockets close.
             with anyio.move_on_after(5):
                 while open_fds() > fds_before or our_sockets(port) != (Counter(), Counter()):
@@ -557,39 +594,45 @@ async def test_cancellations_and_abandoned_streams_leak_no_connection() -> None:
             stats = emulator.stats()
     print(
         f"\nconnections: {ops} calls in {elapsed:.1f} s {dict(outcomes)}; "
-        f"pool {len(connections)} connections ({idle} idle), client sockets {dict(client_side)}; "
+        f"client sockets {dict(client_side)}, server sockets {dict(server_side)}; "
         f"fds {fds_before} before, {fds_open} with the pool open, {fds_after} after aclose; "
-        f"server streams started {stats['streams_started']}, completed "
-        f"{stats['streams_completed']}, abandoned {stats['streams_abandoned']}"
+        f"server streams started {run_stats['streams_started']}, completed "
+        f"{run_stats['streams_completed']}, abandoned {run_stats['streams_abandoned']}"
     )
     assert sum(outcomes.values()) == ops
-    assert outcomes["cancelled"] > 0 and outcomes["done"] > 0 and outcomes["stream_done"] > 0
+    # the mix the leak checks are about (on a very busy machine no stream may end within
+    # its short timeout, so streams read to their end are not required)
+    assert outcomes["cancelled"] > 0 and outcomes["done"] > 0
     assert outcomes["stream_left_midway"] > 0
-    # The pool: every place in flight given back, nothing half-used, only idle keep-alive.
-    assert slots is not None and slots.value == max_concurrency, "a place in flight leaked"
-    assert pending == 0
-    assert busy == [0] * len(busy), "a pool shard still counts a request in flight"
-    assert idle == len(connections) <= max_concurrency, [repr(c) for c in connections]
+    assert in_flight_at_most == max_concurrency, "a place in flight leaked"
+    # Only idle keep-alive connections, at most one per place, on both ends.
     assert set(client_side) <= {"ESTABLISHED"}, dict(client_side)
-    assert sum(client_side.values()) == len(connections), "one socket per pooled connection"
+    assert sum(client_side.values()) <= max_concurrency, dict(client_side)
+    assert sum(server_side.values()) <= max_concurrency, dict(server_side)
     assert fds_open - fds_before <= 2 * max_concurrency  # the pool's and the server's ends
     # After aclose(): nothing left open on either side.
     assert fds_after == fds_before, (fds_before, fds_after)
     assert sockets_after == (Counter(), Counter()), sockets_after
     # The server saw the streams the client left, and none is still running.
-    assert stats["in_flight"] == 0
-    assert stats["streams_abandoned"] > 0
-    assert stats["streams_abandoned"] >= 0.8 * outcomes["stream_left_midway"]
-    assert stats["streams_started"] == stats["streams_completed"] + stats["streams_abandoned"]
-    assert stats["streams_completed"] >= outcomes["stream_done"]
+    assert stats["in_flight"] == run_stats["in_flight"] == 0
+    assert run_stats["streams_abandoned"] > 0
+    assert run_stats["streams_abandoned"] >= 0.8 * outcomes["stream_left_midway"]
+    started, completed = run_stats["streams_started"], run_stats["streams_completed"]
+    assert started == completed + run_stats["streams_abandoned"]
+    assert completed >= outcomes["stream_done"]
 
 
 def slow_to_finish(app: Any, delay: float) -> Any:
-    """`app`, holding back the end of each answer's body for `delay` seconds."""
+    """`app`, holding back the end of each stream's body for `delay` seconds."""
 
     async def delayed(scope: Scope, receive: Receive, send: Send) -> None:
+        stream = False
+
         async def send_later(message: Message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
+            nonlocal stream
+            if message["type"] == "http.response.start":
+                stream = (b"content-type", b"text/event-stream") in message.get("headers", [])
+            elif stream and not message.get("more_body", False):
                 await anyio.sleep(delay)
             await send(message)
 
@@ -604,19 +647,21 @@ async def test_stream_cancelled_while_draining_after_its_end_gives_its_place_bac
     # the response and give back its place in flight, or `max_concurrency` such streams
     # block the client for good. Over a socket only: the ASGI transport buffers the body.
     emulator = Emulator(EmulatorConfig(seed=79))
-    emulator.app = slow_to_finish(emulator.app, 0.5)  # type: ignore[assignment]
-    with anyio.fail_after(30):
+    emulator.app = slow_to_finish(emulator.app, 5.0)  # type: ignore[assignment]
+    with anyio.fail_after(60):
         async with serve(emulator) as base_url:
             async with wx.AsyncClient(
                 credentials=CREDENTIALS, base_url=base_url, timeout=10, max_concurrency=1
             ) as client:
                 await client.complete(COMPLETIONS, "warm up: token and connection")
                 stream = client.complete_stream(COMPLETIONS, "cancelled while draining")
-                with anyio.move_on_after(0.25) as scope:
-                    await stream.collect()
-                assert scope.cancelled_caught and stream.finished, "cancelled after is_end"
+                async with anyio.create_task_group() as group:
+                    group.start_soon(stream.collect)
+                    while not stream.finished:  # is_end has come; the drain waits 5 s
+                        await anyio.sleep(0.01)
+                    group.cancel_scope.cancel()
                 response_closed = stream._reader is not None and stream._reader.reply.is_closed
-                with anyio.move_on_after(3) as next_call:
+                with anyio.move_on_after(20) as next_call:  # instant, unless the place leaked
                     await client.complete(COMPLETIONS, "the next call")
     print(
         f"\ndrain: response closed {response_closed}, next call blocked {next_call.cancel_called}"

@@ -9,7 +9,6 @@ directly: `run_emulator` and `mock_wenxin`, whose bodies must be protocol-shaped
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import anyio
@@ -19,6 +18,8 @@ import respx
 
 import baiduwx_async as wx
 from baiduwx_async import testing
+
+from . import processes
 
 pytest_plugins = ["pytester"]
 
@@ -228,9 +229,9 @@ def test_importing_the_kit_is_cheap() -> None:
         "print(json.dumps([m for m in ('starlette', 'uvicorn', 'respx', 'qianfan', "
         "'baiduwx_async.emulator') if m in sys.modules]))"
     )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
+    done = processes.run([sys.executable, "-c", code])
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout
     assert json.loads(loaded) == []
 
 

@@ -34,6 +34,11 @@ class EmulatorState:
         self._tokens = TokenRegistry(self._dice)
         self._limiter = Limiter()
         self._stats = Stats()
+        #: Set it to a list, and each finished model call appends `(question, outcome)` to
+        #: it once its answer is sent (question None: the body was refused before it was
+        #: read): which prompt got which answer, for tests that compare it with a client's
+        #: output. Outcomes are those of `stats()`: "ok", "error_18", "drop", ...
+        self.call_log: list[tuple[str | None, str]] | None = None
 
     def __repr__(self) -> str:
         return f"<Emulator endpoints={self.config.endpoints!r} faults={self.config.faults!r}>"

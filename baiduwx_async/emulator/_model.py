@@ -64,10 +64,11 @@ def _parse_query(raw: bytes) -> tuple[tuple[str, str], ...]:
 class _Call:
     """One model request in progress."""
 
-    __slots__ = ("outcome", "request_id", "started")
+    __slots__ = ("outcome", "question", "request_id", "started")
 
     def __init__(self, scope: Scope, emulator: EmulatorState) -> None:
         self.outcome = "cancelled"
+        self.question: str | None = None  # known once the body is parsed
         self.started = False  # the answer's http.response.start was (being) sent
         request_id = None
         for name, value in scope["headers"]:
@@ -154,6 +155,8 @@ class ModelRoute(_Base):
                 await self._handle(call, endpoint, scope, receive, send)
             finally:
                 stats.end(f"{self._kind}/{endpoint}", call.outcome)
+                if self._emu.call_log is not None:
+                    self._emu.call_log.append((call.question, call.outcome))
         except Exception:
             if server_error is not None and not call.started:
                 await server_error(scope, receive, send)
@@ -216,6 +219,7 @@ class ModelRoute(_Base):
         )
         if isinstance(parsed, Failure):
             return await self._fail(call, send, parsed.code, parsed.message)
+        call.question = parsed.question
         answer = generate(
             f"{self._kind}/{endpoint}\x1d{parsed.seed_text}",
             config.sentences_min,
