@@ -256,6 +256,22 @@ async def test_an_unknown_url_has_no_route(gw: Gateway, otel: Telemetry) -> None
     assert model.attributes["url.path"] == "/v1/models/ernie"
 
 
+async def test_server_address_and_port_come_from_the_host_header(
+    gw: Gateway, otel: Telemetry
+) -> None:
+    async with gw.http() as http:
+        # b"\xb2" is a digit to str.isdigit, not to int()
+        for host in (b"[::1]:8080", b"gw.example", b"gw.example:\xb2"):
+            assert (await http.get("/healthz", headers={b"Host": host})).status_code == 200
+    spans = await ended(otel, 3)
+    found = [
+        (s.attributes["server.address"], s.attributes["server.port"]) for s in spans if s.attributes
+    ]
+    # no port in the header (or no number): the port the server listens on
+    socket_port = port_of(gw.url)
+    assert found == [("::1", 8080), ("gw.example", socket_port), ("gw.example", socket_port)]
+
+
 async def test_telemetry_false_makes_no_server_span(otel: Telemetry) -> None:
     async with running_gateway(client_options={"telemetry": False}) as gateway:
         assert gateway.app._tracing is None

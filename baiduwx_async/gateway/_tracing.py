@@ -8,10 +8,12 @@ CLIENT span is its child, and its parent is the caller's `traceparent` when one 
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -82,7 +84,7 @@ class RequestSpan:
 
     __slots__ = ("_token", "sent_status", "span")
 
-    def __init__(self, span: trace.Span, token: object) -> None:
+    def __init__(self, span: trace.Span, token: Token[Context]) -> None:
         self.span = span
         self._token = token
         self.sent_status: int | None = None
@@ -100,7 +102,7 @@ class RequestSpan:
     def end(self, exchange: Exchange, error: BaseException | None = None) -> None:
         """Detach the span, set what the request came to, and end it. `error` is what
         interrupted the request (a cancellation), if anything did."""
-        otel_context.detach(self._token)  # type: ignore[arg-type]
+        otel_context.detach(self._token)
         span = self.span
         if span.is_recording():
             if exchange.model is not None:
@@ -135,7 +137,8 @@ def _server(scope: Scope) -> dict[str, Any]:
             port_text = rest.removeprefix(":")
         else:
             address, _, port_text = host.partition(":")
-        port = int(port_text) if port_text.isdigit() else None
+        # ASCII digits only: str.isdigit also takes '²', which int() refuses
+        port = int(port_text) if port_text.isascii() and port_text.isdigit() else None
     server = scope.get("server")
     if not address and server:
         address = server[0]
