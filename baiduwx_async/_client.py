@@ -490,8 +490,12 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         """A stream's tokens: its last usage once it ended; closed early, the last usage it
         carried (partial, the service counts what it generated), else the estimate."""
         assert self._sender.budget is not None
-        used = usage.total_tokens if usage is not None else 0
-        await self._sender.budget.settle(charge, used if ended or used > 0 else charge.tokens)
+        # no usage at all (a stream whose last chunk carried none): keep the estimate, as
+        # a non-stream answer without usage does; settling at 0 would overspend the budget
+        used = usage.total_tokens if usage is not None else None
+        await self._sender.budget.settle(
+            charge, used if used is not None and (ended or used > 0) else charge.tokens
+        )
 
     async def _fetch_token(self) -> AccessToken:
         assert isinstance(self._credentials, OAuthCredentials)

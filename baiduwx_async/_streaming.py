@@ -325,14 +325,16 @@ class _Stream(Generic[C, R]):
         """Close the HTTP response now; survives the caller's cancellation."""
         self._closed = True
         self._flowing = None
-        if self._reader is not None:
-            await self._reader.close()
-            on_end, self._reader.on_end = self._reader.on_end, None
-            if on_end is not None:
-                with anyio.CancelScope(shield=True):
-                    await on_end(self.usage, self._finished)
-        if self._trace is not None:
-            self._trace.close(self)
+        try:
+            if self._reader is not None:
+                await self._reader.close()
+                on_end, self._reader.on_end = self._reader.on_end, None
+                if on_end is not None:
+                    with anyio.CancelScope(shield=True):
+                        await on_end(self.usage, self._finished)
+        finally:  # the span ends even when the settlement (through Redis, say) fails
+            if self._trace is not None:
+                self._trace.close(self)
 
     def __aiter__(self) -> ChunkIterator[C]:
         # A new object each time, referenced by the loop alone: see the module's docstring.

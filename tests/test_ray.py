@@ -267,6 +267,16 @@ def test_bad_construction_is_a_validation_error() -> None:
         CompletionMapper(endpoint="pythia12b", max_concurrency=0)
     with pytest.raises(wx.ValidationError, match="client_options"):
         CompletionMapper(endpoint="pythia12b", client_options={"qps": 3})
+    with pytest.raises(wx.ValidationError, match="params: concurrency, max_tokens are not"):
+        CompletionMapper(endpoint="pythia12b", params={"max_tokens": 3, "concurrency": 4})
+    ChatMapper(endpoint="mpt30b", params={"system": "be brief", "max_output_tokens": 64})
+
+
+@pytest.mark.anyio
+async def test_an_input_with_an_output_column_is_refused(anyio_backend: str) -> None:
+    mapper = CompletionMapper(endpoint="pythia12b", credentials=wx.StaticToken("t"))
+    with pytest.raises(wx.ValidationError, match=r"output column\(s\) \['error'\]"):
+        await mapper({"prompt": ["x"], "error": ["mine"]})
 
 
 @pytest.mark.anyio

@@ -8,6 +8,7 @@ second holds a whole budget minute of both."""
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import time
 from pathlib import Path
@@ -312,6 +313,31 @@ async def test_a_stream_broken_midway_is_settled_at_the_usage_it_carried() -> No
                     pass
         assert stream.usage is not None
         assert budget(client).booked() == stream.usage.total_tokens
+
+
+async def test_a_stream_ending_without_usage_keeps_its_estimate(
+    router: respx.MockRouter,
+) -> None:
+    """No usage on any chunk: the service's count is unknown, so the charge stays at the
+    estimate (as for an answer without usage), never at zero."""
+    router.post(TOKEN_URL).respond(json=token_body())
+    lines = [
+        {"id": "as-1", "object": "completion", "created": 1, "sentence_id": 0,
+         "is_end": False, "result": "Hel"},
+        {"id": "as-1", "object": "completion", "created": 1, "sentence_id": 1,
+         "is_end": True, "result": "lo"},
+    ]  # fmt: skip
+    body = "".join(f"data: {json.dumps(line)}\n\n" for line in lines)
+    router.post(COMPLETIONS_URL).respond(
+        headers={"Content-Type": "text/event-stream"}, content=body.encode()
+    )
+    limiter = wx.AdaptiveRateLimiter(tpm=100_000)
+    async with make_client(rate_limiter=limiter) as client:
+        async with client.complete_stream("pythia12b", "hi") as stream:
+            text = "".join([chunk.result async for chunk in stream])
+        assert text == "Hello" and stream.finished and stream.usage is None
+        assert limiter.tokens is not None
+        assert limiter.tokens.booked() == DEFAULT_ANSWER_ROOM + 1  # "hi": 1 token, + the room
 
 
 # --- the service's word

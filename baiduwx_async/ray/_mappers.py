@@ -15,6 +15,7 @@ from .._batch import BatchResult
 from .._client import AsyncClient
 from .._errors import ValidationError
 from .._models import check_endpoint, check_positive_int
+from .._params import ChatOptions, CompletionOptions, EmbedOptions
 
 __all__ = ["ChatMapper", "CompletionMapper", "EmbeddingMapper", "PerActorLimitsWarning"]
 
@@ -31,6 +32,10 @@ _OWN_OPTIONS = frozenset(
 
 class PerActorLimitsWarning(UserWarning):
     """A mapper without `redis_url` applies its limits per actor, not per cluster."""
+
+
+#: The columns every mapper adds beside its result column.
+_COMMON_COLUMNS = ("prompt_tokens", "completion_tokens", "error", "attempts")
 
 
 def _describe(error: BaseException) -> str:
@@ -55,6 +60,8 @@ class _Mapper:
 
     default_input_column: ClassVar[str]
     result_column: ClassVar[str] = "result"
+    #: The keywords `params` may hold: the call's own.
+    call_options: ClassVar[frozenset[str]]
 
     def __init__(
         self,
@@ -83,6 +90,11 @@ class _Mapper:
                 "client_options", f"{', '.join(clash)} are mapper keywords: pass them directly"
             )
         self._params = dict(params or {})
+        unknown = sorted(self._params.keys() - self.call_options)
+        if unknown:
+            raise ValidationError(
+                "params", f"{', '.join(unknown)} are not parameters of this mapper's call"
+            )
         self._client: AsyncClient | None = None
         self._starting: anyio.Event | None = None
         self._resources = contextlib.AsyncExitStack()
@@ -122,6 +134,14 @@ class _Mapper:
         return self._client
 
     async def _build_client(self) -> AsyncClient:
+        # a stack of its own: a build that fails halfway closes what it had opened, and
+        # the next batch starts clean
+        async with contextlib.AsyncExitStack() as stack:
+            client = await self._open_client(stack)
+            self._resources = stack.pop_all()
+        return client
+
+    async def _open_client(self, stack: contextlib.AsyncExitStack) -> AsyncClient:
         options: dict[str, Any] = dict(self._client_options)
         options["max_concurrency"] = self.max_concurrency
         limits: dict[str, Any] = {k: v for k, v in self._limits.items() if v is not None}
@@ -129,17 +149,16 @@ class _Mapper:
             from ..redis import RedisRateLimiter, RedisTokenStore
 
             store = RedisTokenStore(self._redis_url)
-            options["token_store"] = await self._resources.enter_async_context(store)
+            options["token_store"] = await stack.enter_async_context(store)
             # even without limits: the actors then share the slow-down after a rate-limit
             # answer, instead of each learning the service's limit alone
             limiter = RedisRateLimiter(self._redis_url, **limits)
-            options["rate_limiter"] = await self._resources.enter_async_context(limiter)
+            options["rate_limiter"] = await stack.enter_async_context(limiter)
         else:
             options.update(limits)
         if self._credentials is not None:
             options["credentials"] = self._credentials
-        client = AsyncClient(**options)
-        return await self._resources.enter_async_context(client)
+        return await stack.enter_async_context(AsyncClient(**options))
 
     async def aclose(self) -> None:
         """Close the client and the Redis connections (Ray ends the actor's process
@@ -154,6 +173,11 @@ class _Mapper:
         if self.input_column not in batch:
             raise ValidationError(
                 "input_column", f"the batch has no column {self.input_column!r}", list(batch)
+            )
+        taken = sorted({self.result_column, *_COMMON_COLUMNS} & set(batch.keys()))
+        if taken:
+            raise ValidationError(
+                "input_column", f"the batch already has the output column(s) {taken}: rename them"
             )
         inputs = [_plain(value) for value in batch[self.input_column]]
         client = await self._get_client()
@@ -189,6 +213,7 @@ class CompletionMapper(_Mapper):
     """Completes the `"prompt"` column (or `input_column`) on a completions endpoint."""
 
     default_input_column = "prompt"
+    call_options = CompletionOptions.__optional_keys__ | CompletionOptions.__required_keys__
 
     async def _run(self, client: AsyncClient, inputs: list[Any]) -> list[BatchResult[Any, Any]]:
         return await client.batch_complete(
@@ -201,6 +226,7 @@ class ChatMapper(_Mapper):
     list of `{"role", "content"}` mappings."""
 
     default_input_column = "messages"
+    call_options = ChatOptions.__optional_keys__ | ChatOptions.__required_keys__
 
     async def _run(self, client: AsyncClient, inputs: list[Any]) -> list[BatchResult[Any, Any]]:
         return await client.batch_chat(
@@ -218,6 +244,7 @@ class EmbeddingMapper(_Mapper):
 
     default_input_column = "text"
     result_column = "embedding"
+    call_options = EmbedOptions.__optional_keys__ | EmbedOptions.__required_keys__
 
     async def _run(self, client: AsyncClient, inputs: list[Any]) -> list[BatchResult[Any, Any]]:
         return await client.batch_embed(
