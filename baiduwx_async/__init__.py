@@ -160,3 +160,24 @@ __all__ = [
     "function_result",
     "user",
 ]
+
+
+def _public_home() -> None:
+    """Give the public classes this package as their module, so that reprs, tracebacks and
+    `help()` show `baiduwx_async.ChatChunk`, where users import it from. TypedDicts and
+    Protocols keep theirs (type checkers read their annotations there); attrs classes
+    resolve their annotations first, while their own module still names them."""
+    import attrs
+
+    for name in __all__:
+        value = globals()[name]
+        if not isinstance(value, type) or not value.__module__.startswith(f"{__name__}._"):
+            continue
+        if hasattr(value, "__required_keys__") or getattr(value, "_is_protocol", False):
+            continue
+        if attrs.has(value):
+            attrs.resolve_types(value)
+        value.__module__ = __name__
+
+
+_public_home()

@@ -25,6 +25,7 @@ from ._transport import (
     connection_failed,
     join_within,
     read_failed,
+    refused_locally,
     timed_out,
 )
 
@@ -47,8 +48,8 @@ def _limit_of(exc: BaseException) -> TimeoutLimit | None:
     return None
 
 
-def _read_failed(exc: BaseException) -> TransportError:
-    return read_failed(exc, timeout=isinstance(exc, _TIMEOUTS))
+def _read_failed(exc: BaseException, request: OutgoingRequest) -> TransportError:
+    return read_failed(exc, request, timeout=isinstance(exc, _TIMEOUTS))
 
 
 class AiohttpTransport:
@@ -120,7 +121,9 @@ class AiohttpTransport:
             raise timed_out(request, _limit_of(exc), exc) from None
         except aiohttp.ClientError as exc:
             raise connection_failed(request, exc) from None
-        return AiohttpReply(response)
+        except ValueError as exc:  # a header aiohttp will not write
+            raise refused_locally(request, exc) from None
+        return AiohttpReply(response, request)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -128,10 +131,11 @@ class AiohttpTransport:
 
 
 class AiohttpReply:
-    __slots__ = ("headers", "response")
+    __slots__ = ("headers", "request", "response")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, request: OutgoingRequest) -> None:
         self.response = response
+        self.request = request
         self.headers: dict[str, str] = {
             name.lower(): value for name, value in response.headers.items()
         }
@@ -156,7 +160,7 @@ class AiohttpReply:
                 try:
                     return await self.response.read()
                 except _FAILURES as exc:
-                    raise _read_failed(exc) from None
+                    raise _read_failed(exc, self.request) from None
             return await join_within(self.aiter_bytes(), limit)
         finally:
             await self.aclose()
@@ -166,7 +170,7 @@ class AiohttpReply:
             async for part in self.response.content.iter_any():
                 yield part
         except _FAILURES as exc:
-            raise _read_failed(exc) from None
+            raise _read_failed(exc, self.request) from None
 
     async def aclose(self) -> None:
         if self.response.content.at_eof():

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeAlias, Ty
 import anyio
 import attrs
 
-from ._keywords import show_keywords
+from ._extras import refuse_batch_request_id
+from ._keywords import check_unknown, show_keywords
 from ._limits import AdaptiveRateLimiter
 from ._models import (
     ChatParams,
@@ -41,7 +42,13 @@ from ._models import (
     check_endpoint,
     check_positive_int,
 )
-from ._params import ChatOptions, CompletionOptions, split_params
+from ._params import (
+    CHAT_KEYS,
+    COMPLETION_KEYS,
+    ChatOptions,
+    CompletionOptions,
+    split_params,
+)
 from ._retry import count_attempts
 
 if TYPE_CHECKING:  # anyio loads these on first use; importing us should not
@@ -97,7 +104,9 @@ class BatchFailure(Generic[I, R]):
 
     index: int
     input: I
-    #: What ended the item: a `WenxinError` for anything the input or the service caused.
+    #: What ended the item: a `WenxinError` for anything the input or the service caused
+    #: (inputs are checked before sending); otherwise a `RuntimeError` for a client closed
+    #: while the batch ran, or a bug, kept here so that it does not stop the other items.
     error: Exception
     #: HTTP attempts this item took (0 when its input was refused before sending).
     attempts: int
@@ -362,6 +371,7 @@ class BatchMethods:
         anything is sent. One item's failure is kept in its `BatchResult.error` and never
         stops the others; each item is retried under the client's policy.
         """
+        check_unknown("batch_chat", params, CHAT_KEYS)
         batch = self.iter_batch_chat(
             endpoint,
             conversations,
@@ -387,6 +397,7 @@ class BatchMethods:
 
         As `batch_chat()`, with `complete()`'s keywords.
         """
+        check_unknown("batch_complete", params, COMPLETION_KEYS)
         batch = self.iter_batch_complete(
             endpoint,
             prompts,
@@ -411,7 +422,8 @@ class BatchMethods:
         """Results of `batch_chat()` as they finish, reading the inputs lazily, so memory
         stays flat however many there are. `async for r in client.iter_batch_chat(...)`;
         use it as `async with ... as results` to be able to leave the loop early."""
-        split_params("iter_batch_chat", params, ChatParams, _CHAT_KEYS)
+        split_params("iter_batch_chat", params, ChatParams, CHAT_KEYS)
+        refuse_batch_request_id(params)
         check_endpoint(endpoint)
         self._check_width(concurrency)
         call = _paced(partial(self.chat, endpoint, **params), qps)
@@ -429,15 +441,12 @@ class BatchMethods:
         **params: Unpack[CompletionOptions],
     ) -> BatchIterator[str, CompletionResponse]:
         """Results of `batch_complete()` as they finish; see `iter_batch_chat()`."""
-        split_params("iter_batch_complete", params, CompletionParams, _COMPLETION_KEYS)
+        split_params("iter_batch_complete", params, CompletionParams, COMPLETION_KEYS)
+        refuse_batch_request_id(params)
         check_endpoint(endpoint)
         self._check_width(concurrency)
         call = _paced(partial(self.complete, endpoint, **params), qps)
         return BatchIterator(prompts, call, concurrency=concurrency, on_progress=on_progress)
-
-
-_CHAT_KEYS = frozenset(ChatOptions.__annotations__)
-_COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
 
 
 def _paced(call: Callable[[I], Awaitable[T]], qps: float | None) -> Callable[[I], Awaitable[T]]:

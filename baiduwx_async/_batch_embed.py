@@ -25,18 +25,20 @@ from ._batch import (
     _paced,
     run_ordered,
 )
-from ._embeddings import DEFAULT_TEXTS_PER_REQUEST, EmbeddingResponse
+from ._embeddings import EmbeddingResponse, split_embed_params
 from ._errors import ValidationError
+from ._extras import refuse_batch_request_id
 from ._keywords import check_unknown, show_keywords
-from ._models import check_endpoint, check_positive_int
-from ._params import EmbedOptions, Extras
+from ._models import check_endpoint
+from ._params import EMBED_KEYS, EmbedOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["EmbedBatchIterator", "EmbedBatchMethods"]
 
-_EMBED_KEYS = frozenset(EmbedOptions.__annotations__)
+#: The field of a refused text until its place in the input is known (`_unpack`).
+_UNPLACED = "texts[?]"
 
 #: What one group's request gives each of its texts: its vector, or the error that ended it.
 Outcome = list[float] | Exception
@@ -115,6 +117,8 @@ class EmbedBatchIterator:
         for offset, text in enumerate(group.input):
             outcome: Outcome = group.response[offset] if group.ok else group.error
             result: BatchResult[str, list[float]]
+            if isinstance(outcome, ValidationError) and outcome.field == _UNPLACED:
+                outcome = ValidationError(f"texts[{first + offset}]", outcome.rule, text)
             if isinstance(outcome, Exception):
                 attempts = 0 if isinstance(outcome, ValidationError) else group.attempts
                 result = BatchFailure(first + offset, text, outcome, attempts)
@@ -136,7 +140,7 @@ class EmbedBatchMethods:
 
         def _check_width(self, concurrency: int) -> None: ...
 
-    @show_keywords(EmbedOptions, texts_per_request=DEFAULT_TEXTS_PER_REQUEST)
+    @show_keywords(EmbedOptions)
     async def batch_embed(
         self,
         endpoint: str,
@@ -150,16 +154,17 @@ class EmbedBatchMethods:
         """The vector of every text, one `BatchResult` per text in input order (its
         `response` is the text's `list[float]`).
 
-        Texts are packed `texts_per_request` to a request (16; `tao_8k` takes 1); at most
+        Texts are packed `texts_per_request` to a request (default: 16, 1 for `tao_8k`); at most
         `concurrency` requests are in flight, `qps` caps their rate. A text that is not a
         non-blank string fails alone, unsent; a failed request fails the texts it held.
         """
+        check_unknown("batch_embed", params, EMBED_KEYS)
         batch = self.iter_batch_embed(
             endpoint, texts, concurrency=concurrency, qps=qps, on_progress=on_progress, **params
         )
         return await run_ordered(batch)  # type: ignore[arg-type]
 
-    @show_keywords(EmbedOptions, texts_per_request=DEFAULT_TEXTS_PER_REQUEST)
+    @show_keywords(EmbedOptions)
     def iter_batch_embed(
         self,
         endpoint: str,
@@ -172,15 +177,9 @@ class EmbedBatchMethods:
     ) -> EmbedBatchIterator:
         """Results of `batch_embed()` as their requests finish, reading the texts lazily,
         so memory stays flat however many there are; see `iter_batch_chat()`."""
-        check_unknown("iter_batch_embed", params, _EMBED_KEYS)
-        options: dict[str, Any] = dict(params)
-        per_request = check_positive_int(
-            options.pop("texts_per_request", DEFAULT_TEXTS_PER_REQUEST), "texts_per_request"
-        )
-        user_id = options.get("user_id")
-        if user_id is not None and not isinstance(user_id, str):
-            raise ValidationError("user_id", "must be a string", user_id)
-        Extras(**{k: v for k, v in options.items() if k != "user_id"})
+        per_request, _, _ = split_embed_params("iter_batch_embed", endpoint, params)
+        refuse_batch_request_id(params)
+        options = {name: value for name, value in params.items() if name != "texts_per_request"}
         check_endpoint(endpoint)
         self._check_width(concurrency)
         groups: Iterable[list[Any]] | AsyncIterable[list[Any]] = (
@@ -204,7 +203,7 @@ class EmbedBatchMethods:
             if isinstance(text, str) and text.strip():
                 good.append(text)
             else:
-                outcomes[i] = ValidationError("text", "must be a non-blank string", text)
+                outcomes[i] = ValidationError(_UNPLACED, "must be a non-blank string", text)
         vectors: list[Outcome]
         if not good:
             vectors = []

@@ -18,7 +18,7 @@ import anyio
 
 import baiduwx_async as wx
 
-from ._client import _is_loopback
+from ._calls import is_loopback as _is_loopback
 from .cli import EXIT_OK, EXIT_USAGE, CommandError, has_module, redact
 
 __all__ = ["API_KEYS_ENV", "gateway_keys", "model_routes", "run_serve"]

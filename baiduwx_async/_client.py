@@ -6,8 +6,6 @@ module decodes what comes back.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import os
 import ssl
@@ -38,15 +36,17 @@ from ._auth import (
 )
 from ._batch import BatchMethods
 from ._batch_embed import EmbedBatchMethods
+from ._calls import CallTemplate, base_url_setting, is_loopback
 from ._embeddings import (
-    DEFAULT_TEXTS_PER_REQUEST,
     EmbeddingResponse,
     check_texts,
     decode_embeddings,
     embed_in_parts,
+    split_embed_params,
 )
 from ._errors import AuthenticationError, ValidationError
-from ._keywords import check_unknown, show_keywords
+from ._extras import DEFAULT_TIMEOUT, Extras, as_timeout
+from ._keywords import show_keywords
 from ._limits import AdaptiveRateLimiter, RateLimiter, TokenRateLimiter
 from ._models import (
     DEFAULT_MAX_INPUT_CHARS,
@@ -65,11 +65,11 @@ from ._models import (
     decode,
 )
 from ._params import (
-    NO_EXTRAS,
+    CHAT_KEYS,
+    COMPLETION_KEYS,
     ChatOptions,
     CompletionOptions,
     EmbedOptions,
-    Extras,
     split_params,
 )
 from ._retry import RetryPolicy
@@ -94,27 +94,13 @@ __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient"]
 logger = logging.getLogger("baiduwx_async")
 
 DEFAULT_BASE_URL = "https://aip.baidubce.com"
-#: Generation is slow: a long answer may take minutes before its first byte (the
-#: official SDK allows 300 s). Connecting should not.
-DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_MAX_CONNECTIONS = 100
 
 #: A call's `timeout=`: seconds for the whole wait (connecting capped at 10 s), an
 #: `httpx.Timeout` for each limit (connect, read, write, pool), or None: the client's.
 TimeoutLike = float | httpx.Timeout | None
-_CHAT_KEYS = frozenset(ChatOptions.__annotations__)
-_COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
-_EMBED_KEYS = frozenset(EmbedOptions.__annotations__)
 R = TypeVar("R", ChatResponse, CompletionResponse)
 C = TypeVar("C", ChatChunk, CompletionChunk)
-
-
-def _as_timeout(value: float | httpx.Timeout, field: str = "timeout") -> httpx.Timeout:
-    if isinstance(value, httpx.Timeout):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValidationError(field, "must be a positive number of seconds or httpx.Timeout", value)
-    return httpx.Timeout(float(value), connect=min(float(value), DEFAULT_TIMEOUT.connect or 10.0))
 
 
 class AsyncClient(BatchMethods, EmbedBatchMethods):
@@ -201,13 +187,13 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         )
         if self._base_url.scheme not in ("http", "https") or not self._base_url.host:
             raise ValidationError("base_url", "must be an absolute http(s) URL", str(base_url))
-        if self._base_url.scheme == "http" and not _is_loopback(self._base_url.host):
+        if self._base_url.scheme == "http" and not is_loopback(self._base_url.host):
             logger.warning(
                 "base_url %s is plain http: access tokens and answers cross the network "
                 "unencrypted; use https",
                 self._base_url,
             )
-        self._timeout = _as_timeout(timeout)
+        self._timeout = as_timeout(timeout)
         self._retry = retry_policy or RetryPolicy()
         if max_retries is not None:
             self._retry = attrs.evolve(self._retry, max_retries=max_retries)
@@ -247,7 +233,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
             max_in_flight=max_concurrency,
             max_response_bytes=check_positive_int(max_response_bytes, "max_response_bytes"),
             clock=clock,
-            base_url_setting=_base_url_setting(base_url),
+            base_url_setting=base_url_setting(base_url),
         )
         if self._estimate is not None:
             self._sender.budget = budget
@@ -383,34 +369,30 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         return CompletionStream(partial(self._open_stream, call), self._sender.max_response_bytes)
 
     @traced("embeddings")
-    @show_keywords(EmbedOptions, texts_per_request=DEFAULT_TEXTS_PER_REQUEST)
+    @show_keywords(EmbedOptions)
     async def embed(
         self, endpoint: str, texts: Sequence[str], **params: Unpack[EmbedOptions]
     ) -> EmbeddingResponse:
         """The embedding vectors of `texts` (a non-empty list of non-blank strings), in order.
 
-        More texts than `texts_per_request` (16; `tao_8k` takes 1) go out as several
-        requests, concurrently within the client's limits, merged back in input order with
-        their usage summed; the first failure fails the call. `user_id`, `extra_*`,
-        `timeout`, `max_retries` and `request_id` are as for `chat()`.
+        More texts than `texts_per_request` (default: 16, and 1 for `tao_8k`) go out as
+        several requests, concurrently within the client's limits, merged back in input
+        order with their usage summed; the first failure fails the call. `user_id`,
+        `extra_*`, `timeout` and `max_retries` are as for `chat()`; `request_id` too, with
+        `-0`, `-1`, ... after it when the texts take several requests.
         """
-        check_unknown("embed", params, _EMBED_KEYS)
-        options = dict(params)
-        per_request = check_positive_int(
-            options.pop("texts_per_request", DEFAULT_TEXTS_PER_REQUEST), "texts_per_request"
-        )
-        user_id = options.pop("user_id", None)
-        if user_id is not None and not isinstance(user_id, str):
-            raise ValidationError("user_id", "must be a string", user_id)
+        per_request, user_id, extras = split_embed_params("embed", endpoint, params)
         checked = check_texts(texts)
-        extras = Extras(**options) if options else NO_EXTRAS  # type: ignore[arg-type]
         template = self._template("embeddings", endpoint, extras)
 
-        async def send(part: list[str]) -> EmbeddingResponse:
+        async def send(part: list[str], number: int | None) -> EmbeddingResponse:
             body: dict[str, Any] = {"input": part}
             if user_id is not None:
                 body["user_id"] = user_id
-            answer = await self._sender.send(template.call(body, extras))
+            # one request id per request: the caller's, numbered when the texts take several
+            mine = extras.request_id
+            request_id = f"{mine}-{number}" if mine and number is not None else None
+            answer = await self._sender.send(template.call(body, extras, request_id))
             return decode_embeddings(
                 answer.data, len(part), request_id=answer.request_id, ratelimit=answer.ratelimit
             )
@@ -426,7 +408,7 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         params: Mapping[str, Any],
         stream: bool,
     ) -> PreparedCall:
-        fields, extras = split_params(name, params, ChatParams, _CHAT_KEYS)
+        fields, extras = split_params(name, params, ChatParams, CHAT_KEYS)
         body = {
             "messages": check_messages(messages, max_chars=self._max_input_chars),
             **fields,
@@ -437,11 +419,11 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
     def _prepare_completion(
         self, name: str, endpoint: str, prompt: str, params: Mapping[str, Any], stream: bool
     ) -> PreparedCall:
-        fields, extras = split_params(name, params, CompletionParams, _COMPLETION_KEYS)
+        fields, extras = split_params(name, params, CompletionParams, COMPLETION_KEYS)
         body = {"prompt": check_prompt(prompt), **fields, "stream": stream}
         return self._template("completions", endpoint, extras).call(body, extras)
 
-    def _template(self, kind: protocol.Kind, endpoint: str, extras: Extras) -> _CallTemplate:
+    def _template(self, kind: protocol.Kind, endpoint: str, extras: Extras) -> CallTemplate:
         """What every request of a call shares: checked before the first one is sent."""
         url = self._model_url(kind, endpoint)
         if extras.query:
@@ -449,9 +431,9 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
         policy = self._retry
         if extras.max_retries is not None:
             policy = attrs.evolve(policy, max_retries=extras.max_retries)
-        timeout = self._timeout if extras.timeout is None else _as_timeout(extras.timeout)
+        timeout = self._timeout if extras.timeout is None else extras.timeout
         tokens_for = None if self._estimate is None else self._tokens_for
-        return _CallTemplate(self._auth, url, timeout, policy, tokens_for)
+        return CallTemplate(self._auth, url, timeout, policy, tokens_for)
 
     def _tokens_for(self, body: dict[str, Any]) -> int:
         """The estimated tokens of a request, refused if it could never fit the budget."""
@@ -513,64 +495,6 @@ class AsyncClient(BatchMethods, EmbedBatchMethods):
             if exc.hint is None:
                 exc.hint = oauth_hint(self._credentials)
             raise
-
-
-def _base_url_setting(base_url: object) -> str:
-    """Which setting gave the client its address, for the hint of a connection failure."""
-    if base_url:
-        return "base_url="
-    if os.environ.get("QIANFAN_BASE_URL"):
-        return "QIANFAN_BASE_URL"
-    return "the default base_url (set base_url= or QIANFAN_BASE_URL to change it)"
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost" or host.endswith(".localhost")  # RFC 6761: loopback
-
-
-class _CallTemplate:
-    """What the requests of one call share; `call()` makes each one's `PreparedCall`."""
-
-    __slots__ = ("auth", "policy", "timeout", "tokens_for", "url")
-
-    def __init__(
-        self,
-        auth: RequestAuth,
-        url: httpx.URL,
-        timeout: httpx.Timeout,
-        policy: RetryPolicy,
-        tokens_for: Callable[[dict[str, Any]], int] | None = None,
-    ) -> None:
-        self.auth = auth
-        self.url = url
-        self.timeout = timeout
-        self.policy = policy
-        self.tokens_for = tokens_for  # the token estimate, with a token budget
-
-    def call(self, body: dict[str, Any], extras: Extras) -> PreparedCall:
-        if extras.body:
-            body.update(extras.body)
-        headers = {
-            "Content-Type": "application/json",
-            protocol.REQUEST_ID_HEADER: extras.request_id or protocol.new_request_id(),
-        }
-        if extras.headers:
-            for name, value in extras.headers.items():
-                for same in [key for key in headers if key.lower() == name.lower()]:
-                    del headers[same]  # the caller's replaces ours, whatever its case
-                headers[name] = value
-        return PreparedCall(
-            auth=self.auth,
-            url=self.url,
-            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-            headers=headers,
-            timeout=self.timeout,
-            policy=self.policy,
-            tokens=None if self.tokens_for is None else self.tokens_for(body),
-        )
 
 
 def _decode_answer(answer: Answer, cls: type[R]) -> R:

@@ -15,6 +15,9 @@ import anyio
 import attrs
 
 from ._errors import ProtocolError, ValidationError
+from ._extras import NO_EXTRAS, Extras
+from ._keywords import check_unknown
+from ._params import EMBED_KEYS
 from ._responses import NO_LIMITS, RateLimitInfo, Usage
 
 __all__ = [
@@ -24,10 +27,36 @@ __all__ = [
     "check_texts",
     "decode_embeddings",
     "embed_in_parts",
+    "split_embed_params",
+    "texts_per_request_for",
 ]
 
 #: The most texts the preset models take in one request (tao_8k takes 1).
 DEFAULT_TEXTS_PER_REQUEST = 16
+#: Models that take one text per request.
+_ONE_TEXT_MODELS = frozenset({"tao_8k"})
+
+
+def texts_per_request_for(endpoint: str) -> int:
+    """The most texts the endpoint takes in one request, as far as we know it."""
+    return 1 if endpoint in _ONE_TEXT_MODELS else DEFAULT_TEXTS_PER_REQUEST
+
+
+def split_embed_params(
+    call: str, endpoint: str, params: Mapping[str, Any]
+) -> tuple[int, str | None, Extras]:
+    """An embedding call's keywords, checked: texts per request, `user_id`, the options."""
+    check_unknown(call, params, EMBED_KEYS)
+    options = dict(params)
+    per_request = options.pop("texts_per_request", None)
+    if per_request is None:
+        per_request = texts_per_request_for(endpoint)
+    elif isinstance(per_request, bool) or not isinstance(per_request, int) or per_request < 1:
+        raise ValidationError("texts_per_request", "must be a positive integer", per_request)
+    user_id = options.pop("user_id", None)
+    if user_id is not None and not isinstance(user_id, str):
+        raise ValidationError("user_id", "must be a string", user_id)
+    return per_request, user_id, Extras(**options) if options else NO_EXTRAS
 
 
 @attrs.frozen
@@ -152,29 +181,35 @@ def _merge(parts: Sequence[EmbeddingResponse]) -> EmbeddingResponse:
 async def embed_in_parts(
     texts: list[str],
     per_request: int,
-    send: Callable[[list[str]], Awaitable[EmbeddingResponse]],
+    send: Callable[[list[str], int | None], Awaitable[EmbeddingResponse]],
     width: int,
 ) -> EmbeddingResponse:
-    """`texts` sent `per_request` to a request, at most `width` at once; one answer."""
+    """`texts` sent `per_request` to a request, at most `width` at once; one answer.
+
+    `send(part, number)` sends one request: `number` is the part's place (from 0), or
+    None when the texts fit in one request. The first failure cancels the other parts.
+    """
     if len(texts) <= per_request:
-        return await send(texts)
-    slices = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
-    parts: list[EmbeddingResponse | None] = [None] * len(slices)
-    limiter = anyio.CapacityLimiter(width)
+        return await send(texts, None)
+    count = -(-len(texts) // per_request)
+    parts: list[EmbeddingResponse | None] = [None] * count
     failures: list[Exception] = []
+    # `width` workers take the parts in turn: 100,000 texts never become 6,250 tasks.
+    numbers = iter(range(count))
 
     async with anyio.create_task_group() as group:
 
-        async def one(i: int) -> None:
-            async with limiter:
+        async def work() -> None:
+            for i in numbers:
                 try:
-                    parts[i] = await send(slices[i])
+                    parts[i] = await send(texts[i * per_request : (i + 1) * per_request], i)
                 except Exception as exc:  # the first failure is the call's; stop the rest
                     failures.append(exc)
                     group.cancel_scope.cancel()
+                    return
 
-        for i in range(len(slices)):
-            group.start_soon(one, i)
+        for _ in range(min(width, count)):
+            group.start_soon(work)
     if failures:
         raise failures[0]
     return _merge([part for part in parts if part is not None])

@@ -18,8 +18,8 @@ _ELSEWHERE: dict[str, str] = {
     "max_tokens": "the answer's length is capped by max_output_tokens (chat, ERNIE models)",
     "max_completion_tokens": "the answer's length is capped by max_output_tokens (chat)",
     "max_new_tokens": "the answer's length is capped by max_output_tokens (chat)",
-    "model": "the model is the endpoint, the first argument: client.chat('ernie-4.0-8k', ...)",
-    "engine": "the model is the endpoint, the first argument",
+    "model": "the model is the endpoint, the first argument of {call}()",
+    "engine": "the model is the endpoint, the first argument of {call}()",
     "n": "one answer per call; send several calls (batch_chat, batch_complete) for more",
     "stream": "use chat_stream() / complete_stream() to stream",
     "stop_sequences": "use stop (up to 4 strings)",
@@ -59,6 +59,8 @@ def check_unknown(call: str, params: Mapping[str, Any], known: frozenset[str]) -
     if hint is None:
         close = difflib.get_close_matches(name, sorted(known), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "see help() for the keywords it takes"
+    else:
+        hint = hint.format(call=call)
     raise TypeError(f"{call}() got an unexpected keyword argument {name!r}: {hint}")
 
 

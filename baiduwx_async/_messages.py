@@ -137,6 +137,14 @@ def _non_blank(field: str) -> Any:
     return check
 
 
+def _string(field: str) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, str):
+            raise ValidationError(f"{field}.{attribute.name}", "must be a string", value)
+
+    return check
+
+
 def _mapping(field: str, *, optional: bool = False) -> Any:
     def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if not (optional and value is None) and not isinstance(value, Mapping):
@@ -163,7 +171,7 @@ class Function:
     Schema objects; `examples` is a list of example conversations (message lists)."""
 
     name: str = attrs.field(validator=_non_blank("Function"))
-    description: str = attrs.field(validator=attrs.validators.instance_of(str))
+    description: str = attrs.field(validator=_string("Function"))
     parameters: Mapping[str, Any] = attrs.field(validator=_mapping("Function"))
     responses: Mapping[str, Any] | None = attrs.field(
         default=None, validator=_mapping("Function", optional=True)
@@ -228,11 +236,17 @@ _USER_SIDE = ("user", "function")
 _ALTERNATION = "turns alternate between the user side (user or function) and assistant"
 
 
+_FUNCTION_CALL_KEYS = frozenset(("name", "arguments", "thoughts"))
+
+
 def _function_call_body(value: object, field: str) -> dict[str, str]:
-    if isinstance(value, FunctionCall):
-        return value.to_body()
-    if not isinstance(value, Mapping):
+    if isinstance(value, FunctionCall):  # built by hand, so checked as a mapping is
+        value = {"name": value.name, "arguments": value.arguments, "thoughts": value.thoughts}
+    elif not isinstance(value, Mapping):
         raise ValidationError(field, "must be a FunctionCall or a mapping", value)
+    elif not value.keys() <= _FUNCTION_CALL_KEYS:
+        key = next(key for key in value if key not in _FUNCTION_CALL_KEYS)
+        raise ValidationError(f"{field}[{key!r}]", "is not a field (name, arguments, thoughts)")
     name, arguments, thoughts = value.get("name"), value.get("arguments"), value.get("thoughts")
     if not isinstance(name, str) or not name.strip():
         raise ValidationError(f"{field}.name", "must be a non-blank string", name)
@@ -244,6 +258,9 @@ def _function_call_body(value: object, field: str) -> dict[str, str]:
             raise ValidationError(f"{field}.thoughts", "must be a string", thoughts)
         body["thoughts"] = thoughts
     return body
+
+
+_MESSAGE_KEYS = frozenset(("role", "content", "name", "function_call"))
 
 
 def _message_body(message: object, field: str) -> dict[str, Any]:
@@ -260,6 +277,11 @@ def _message_body(message: object, field: str) -> dict[str, Any]:
             message.function_call,
         )
     elif isinstance(message, Mapping):
+        if not message.keys() <= _MESSAGE_KEYS:  # a misspelt key would be dropped unseen
+            key = next(key for key in message if key not in _MESSAGE_KEYS)
+            raise ValidationError(
+                f"{field}[{key!r}]", "is not a message field (role, content, name, function_call)"
+            )
         get = message.get
         role, content, name, call = get("role"), get("content"), get("name"), get("function_call")
     else:

@@ -2,7 +2,7 @@
 The keywords of a call: generation parameters (checked here), the ERNIE family's chat
 fields (checked for type and shape only: the service judges ranges that differ per model),
 and the options of the call itself (`extra_body`, `extra_headers`, `extra_query`,
-`timeout`, `max_retries`, `request_id`).
+`timeout`, `max_retries`, `request_id`; checked in `_extras`).
 
 The keywords are declared once, as `TypedDict`s that the public calls take as
 `**params: Unpack[...]`; a keyword of another client's vocabulary (`max_tokens`, `model`)
@@ -11,7 +11,6 @@ is a `TypeError` that names ours (`_keywords`).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict, TypeVar
@@ -20,11 +19,16 @@ import attrs
 import httpx
 
 from ._errors import ValidationError
+from ._extras import NO_EXTRAS, Extras, QueryValue, check_json
 from ._keywords import check_unknown
 from ._messages import Function, FunctionParam
 
 __all__ = [
     "CALL_OPTIONS",
+    "CHAT_KEYS",
+    "COMPLETION_KEYS",
+    "EMBED_KEYS",
+    "NO_EXTRAS",
     "CallOptions",
     "ChatOptions",
     "ChatParams",
@@ -39,8 +43,6 @@ __all__ = [
 MAX_STOP_WORDS = 4
 MAX_STOP_WORD_CHARS = 20
 MAX_METADATA_PAIRS = 16
-
-QueryValue = str | int | float
 
 
 class _ToolChoiceFunction(TypedDict):
@@ -92,7 +94,8 @@ class _ChatFields(_CompletionFields, total=False):
 
 class _EmbedFields(TypedDict, total=False):
     user_id: str | None
-    texts_per_request: int
+    #: texts sent in one request: 16, or 1 for tao_8k, when None
+    texts_per_request: int | None
 
 
 # The fields first, then the options of the call: the order help() lists them in.
@@ -111,6 +114,10 @@ class EmbedOptions(_EmbedFields, CallOptions, total=False):
 
 
 CALL_OPTIONS = frozenset(CallOptions.__annotations__)
+#: The keywords each kind of call takes.
+CHAT_KEYS = frozenset(ChatOptions.__annotations__)
+COMPLETION_KEYS = frozenset(CompletionOptions.__annotations__)
+EMBED_KEYS = frozenset(EmbedOptions.__annotations__)
 
 
 # --- validators: each says the rule it checks, and raises ValidationError naming the field
@@ -200,22 +207,25 @@ def _to_functions(value: object) -> tuple[dict[str, Any], ...] | None:
     bodies = []
     for i, function in enumerate(value):
         field = f"functions[{i}]"
-        if isinstance(function, Function):
-            bodies.append(function.to_body())
-            continue
-        if not isinstance(function, Mapping):
-            raise ValidationError(field, "must be a Function or a mapping", function)
         try:
-            made = Function(**function)
-        except TypeError as exc:  # a missing or unknown key
-            raise ValidationError(
-                field, f"needs name, description, parameters (responses, examples): {exc}"
-            ) from None
+            if not isinstance(function, Function):
+                if not isinstance(function, Mapping):
+                    raise ValidationError(field, "must be a Function or a mapping", function)
+                try:
+                    function = Function(**function)
+                except TypeError as exc:  # a missing or unknown key
+                    raise ValidationError(
+                        field, f"needs name, description, parameters (responses, examples): {exc}"
+                    ) from None
+            body = function.to_body()
         except ValidationError as exc:
-            raise ValidationError(
-                field + exc.field.removeprefix("Function"), exc.rule, exc.value
-            ) from None
-        bodies.append(made.to_body())
+            if exc.field.startswith(field):
+                raise
+            inner = exc.field.removeprefix("Function").removeprefix(".")
+            raise ValidationError(f"{field}.{inner}", exc.rule, exc.value) from None
+        for key, item in body.items():
+            check_json(f"{field}.{key}", item)
+        bodies.append(body)
     return tuple(bodies)
 
 
@@ -229,7 +239,10 @@ def _to_tool_choice(value: object) -> dict[str, Any] | None:
     name = function.get("name") if isinstance(function, Mapping) else None
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("tool_choice.function.name", "must be a non-blank string", name)
-    return {**value, "function": dict(function)}  # type: ignore[arg-type]
+    choice = {**value, "function": dict(function)}  # type: ignore[arg-type]
+    for key, item in choice.items():
+        check_json(f"tool_choice.{key}", item)
+    return choice
 
 
 _ZERO_HINT = (
@@ -288,101 +301,6 @@ def _body_names(cls: type) -> tuple[str, ...]:
         names = _NAMES[cls] = tuple(field.name for field in attrs.fields(cls))
     return names
 
-
-# --- the options of a call
-
-
-def _check_extra_body(value: object) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ValidationError("extra_body", "must be a mapping of field names to JSON values")
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise ValidationError("extra_body", "keys must be strings", key)
-        if key == "stream":
-            raise ValidationError(
-                "extra_body['stream']",
-                "is decided by the method: use chat_stream()/complete_stream() to stream",
-            )
-        try:
-            json.dumps(item, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise ValidationError(
-                f"extra_body[{key!r}]", f"must be JSON-serialisable ({exc})"
-            ) from None
-    return dict(value)
-
-
-def _check_extra_headers(value: object) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ValidationError("extra_headers", "must be a mapping of strings to strings")
-    for key, item in value.items():
-        if not isinstance(key, str) or not key.strip() or any(c in key for c in ":\r\n "):
-            raise ValidationError("extra_headers", "names must be header names", key)
-        if not isinstance(item, str) or "\r" in item or "\n" in item:
-            raise ValidationError(f"extra_headers[{key!r}]", "must be a string without line breaks")
-    return dict(value)
-
-
-def _check_extra_query(value: object) -> dict[str, QueryValue] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ValidationError("extra_query", "must be a mapping of strings to strings or numbers")
-    for key, item in value.items():
-        if not isinstance(key, str) or not key:
-            raise ValidationError("extra_query", "names must be non-empty strings", key)
-        if key == "access_token":
-            raise ValidationError(
-                "extra_query['access_token']", "is set by the client from its credentials"
-            )
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise ValidationError(f"extra_query[{key!r}]", "must be a string or a number")
-    return dict(value)
-
-
-class Extras:
-    """The options of one call, checked: what is merged into its body, headers and query,
-    and its own timeout, retries and request id."""
-
-    __slots__ = ("body", "headers", "max_retries", "query", "request_id", "timeout")
-
-    def __init__(
-        self,
-        *,
-        extra_body: object = None,
-        extra_headers: object = None,
-        extra_query: object = None,
-        timeout: float | httpx.Timeout | None = None,
-        max_retries: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        self.body = _check_extra_body(extra_body)
-        self.headers = _check_extra_headers(extra_headers)
-        self.query = _check_extra_query(extra_query)
-        if not (
-            timeout is None
-            or isinstance(timeout, httpx.Timeout)
-            or (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0)
-        ):
-            raise ValidationError(
-                "timeout", "must be a positive number of seconds or httpx.Timeout", timeout
-            )
-        self.timeout = timeout
-        if max_retries is not None and (
-            isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
-        ):
-            raise ValidationError("max_retries", "must be a non-negative integer", max_retries)
-        self.max_retries = max_retries
-        if request_id is not None and not isinstance(request_id, str):
-            raise ValidationError("request_id", "must be a string", request_id)
-        self.request_id = request_id
-
-
-NO_EXTRAS = Extras()
 
 P = TypeVar("P", bound=CompletionParams)
 

@@ -121,7 +121,11 @@ class ChatResponse(_Answer):
 
     @property
     def message(self) -> Message:
-        """This answer as the assistant turn to append to the conversation."""
+        """This answer as the assistant turn to append to the conversation.
+
+        An answer with neither text nor a `function_call` (one the service filtered, say)
+        makes a turn with blank content, which the next call refuses (`ValidationError` on
+        its `content`): check `result` before sending the conversation on."""
         return Message("assistant", self.result, function_call=self.function_call)
 
 

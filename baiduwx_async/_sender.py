@@ -261,10 +261,8 @@ class Sender:
                     f"comes from {self.base_url_setting}"
                 )
             return
-        # A timeout's own hint (from a body read) cannot know the value; this one does.
+        # Every timeout of a transport carries the value of its limit (`seconds`).
         limit = error.limit
-        if limit is not None and error.seconds is None:
-            error.seconds = getattr(request.timeout, limit)
         seconds = f"{error.seconds:g} s" if error.seconds is not None else "the time allowed"
         error.hint = _TIMEOUT_HINTS.get(limit, _TIMEOUT_HINTS[None]).format(
             seconds=seconds, origin=origin(request.url), setting=self.base_url_setting

@@ -154,7 +154,7 @@ class ChunkReader(Generic[C]):
             except RequestTimeoutError:
                 raise
             except TransportError as exc:
-                raise TransportError(f"stream broken: {exc}") from None
+                raise TransportError(f"stream broken: {exc}", url=exc.url) from None
             else:
                 self._events.extend(self._decoder.feed(data))
 

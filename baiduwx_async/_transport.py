@@ -152,6 +152,20 @@ def connection_failed(request: OutgoingRequest, exc: BaseException) -> Transport
     return TransportError(f"{request.route} failed: {redact(repr(exc))}", url=location(request.url))
 
 
+def refused_locally(request: OutgoingRequest, exc: BaseException) -> TransportError:
+    """The HTTP library would not send the request (a header it cannot encode): the same
+    request would be refused again, so it is not retried. The library's own message is
+    left out, as it quotes the offending header, which may hold a secret."""
+    error = TransportError(
+        f"{request.route} was not sent: the HTTP library refused the request "
+        f"({type(exc).__name__}: a header name or value it cannot send)",
+        url=location(request.url),
+        hint="check the names and values of extra_headers and request_id",
+    )
+    error.retryable = False
+    return error
+
+
 def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -170,16 +184,24 @@ async def join_within(parts: AsyncIterator[bytes], limit: int) -> bytes:
     return b"".join(joined)
 
 
-def read_failed(exc: BaseException, *, timeout: bool) -> TransportError:
+def read_failed(exc: BaseException, request: OutgoingRequest, *, timeout: bool) -> TransportError:
     """The error for a body that stopped coming: silence past the read timeout, or a break."""
     if timeout:
+        seconds = request.timeout.read
+        within = f"the read timeout ({seconds:g} s)" if seconds is not None else "the read timeout"
         return RequestTimeoutError(
-            f"no data within the read timeout ({type(exc).__name__})",
+            f"{request.route}: no data within {within} ({type(exc).__name__})",
             limit="read",
+            seconds=seconds,
+            url=location(request.url),
             hint="allow a longer silence with timeout=SECONDS (or httpx.Timeout(..., "
             "read=SECONDS)); in a stream it is the longest wait between two chunks",
         )
-    return TransportError(f"connection broken while reading: {type(exc).__name__}: {exc}")
+    return TransportError(
+        f"{request.route}: connection broken while reading: {type(exc).__name__}: "
+        f"{redact(str(exc))}",
+        url=location(request.url),
+    )
 
 
 # --- httpx
@@ -233,10 +255,12 @@ class HttpxTransport:
                 self._busy[shard] -= 1
             if isinstance(exc, httpx.TimeoutException):
                 raise timed_out(request, _HTTPX_LIMITS.get(type(exc)), exc) from None
+            if isinstance(exc, httpx.LocalProtocolError | UnicodeError):
+                raise refused_locally(request, exc) from None
             if isinstance(exc, httpx.TransportError):
                 raise connection_failed(request, exc) from None
             raise
-        return HttpxReply(response, self._done_with(shard) if shard >= 0 else None)
+        return HttpxReply(response, request, self._done_with(shard) if shard >= 0 else None)
 
     def _done_with(self, shard: int) -> Callable[[], None]:
         def done() -> None:
@@ -258,10 +282,16 @@ _HTTPX_LIMITS: dict[type[Exception], TimeoutLimit] = {
 
 
 class HttpxReply:
-    __slots__ = ("_on_close", "headers", "response")
+    __slots__ = ("_on_close", "headers", "request", "response")
 
-    def __init__(self, response: httpx.Response, on_close: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        response: httpx.Response,
+        request: OutgoingRequest,
+        on_close: Callable[[], None] | None,
+    ) -> None:
         self.response = response
+        self.request = request
         self.headers: dict[str, str] = dict(response.headers.items())
         self._on_close = on_close
 
@@ -289,9 +319,9 @@ class HttpxReply:
             async for part in self.response.aiter_bytes():
                 yield part
         except httpx.TimeoutException as exc:
-            raise read_failed(exc, timeout=True) from None
+            raise read_failed(exc, self.request, timeout=True) from None
         except httpx.TransportError as exc:
-            raise read_failed(exc, timeout=False) from None
+            raise read_failed(exc, self.request, timeout=False) from None
         except httpx.DecodingError as exc:
             raise ProtocolError(f"answer body cannot be decoded: {exc}") from None
 

@@ -294,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("endpoint", metavar="ENDPOINT", help="e.g. embedding-v1, bge_large_zh")
     embed.add_argument("input", metavar="INPUT.jsonl")
     embed.add_argument("-o", "--output", metavar="OUTPUT.jsonl", required=True)
-    embed.add_argument("--texts-per-request", type=_positive_int, default=16, metavar="K",
-                       help="texts sent in one request (default 16; tao_8k takes 1)")  # fmt: skip
+    embed.add_argument("--texts-per-request", type=_positive_int, default=None, metavar="K",
+                       help="texts sent in one request (default 16, and 1 for tao_8k)")  # fmt: skip
     for action in batch._actions:  # the same run options as batch
         if action.dest in (
             "concurrency", "qps", "tpm", "redis", "shard", "http_backend", "no_progress"

@@ -21,7 +21,8 @@ from .test_emulator import (
 )
 from .test_emulator_stream import RATE_HEADERS
 
-pytestmark = pytest.mark.anyio
+# These tests speak the wire protocol with bare httpx: see `quiet_raw_httpx`.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("quiet_raw_httpx")]
 
 EMBED = f"{PREFIX}/embeddings/embedding-v1"
 

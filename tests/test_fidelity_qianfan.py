@@ -508,6 +508,7 @@ async def emulator_json(emu: RunningEmulator, path: str, body: dict[str, Any]) -
     return answer
 
 
+@pytest.mark.usefixtures("quiet_raw_httpx")  # emulator_json: a token in a bare httpx URL
 async def test_sdk_embedding(refusing_port: int, tmp_path: Path) -> None:
     """`qianfan.Embedding`: a preset model (sync `do`) and a user's own endpoint (`ado`)."""
     texts = DRIVER_INPUT["texts"]

@@ -49,6 +49,7 @@ def sse_chunks(text: str) -> list[dict[str, Any]]:
 # --- embeddings ------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("quiet_raw_httpx")  # bare httpx: tokens in URLs
 def test_embed_default_vectors_are_the_emulators() -> None:
     body = {"input": ["hello world", "你好"]}
     with testing.mock_wenxin(base_url="https://wx.test") as mock, httpx.Client() as http:
@@ -118,6 +119,7 @@ def test_embeddings_errors_and_bad_arguments() -> None:
 # --- function calls --------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("quiet_raw_httpx")  # bare httpx: tokens in URLs
 def test_function_call_answer_is_shaped_as_the_emulators() -> None:
     body = {"messages": ASK, "functions": [WEATHER]}
     with testing.mock_wenxin(base_url="https://wx.test") as mock, httpx.Client() as http:

@@ -14,10 +14,11 @@ from typing import Any
 import anyio
 import anyio.abc
 import attrs
+import httpx
 import pytest
 
 import baiduwx_async as wx
-from baiduwx_async._transport import SHARD_SIZE, HttpxTransport
+from baiduwx_async._transport import SHARD_SIZE, HttpxTransport, OutgoingRequest
 
 from .support import FAST_RETRIES, TOKEN, chat_body
 
@@ -292,3 +293,68 @@ async def test_httpx_pool_is_split_in_shards_that_share_the_load() -> None:
         assert transport._busy == [0] * len(pools), "a failed read still frees its shard"
         await client.aclose()
     assert len(server.requests) == 61
+
+
+STREAM_CHUNK = {
+    "id": "as-s",
+    "object": "chat.completion",
+    "created": 1,
+    "sentence_id": 0,
+    "is_end": False,
+    "is_truncated": False,
+    "result": "one. ",
+    "need_clear_history": False,
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_stream_that_stalls_midway_names_its_address_and_timeout(backend: str) -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 4000\r\n\r\n"
+    answer = head + b"data: " + json.dumps(STREAM_CHUNK).encode() + b"\n\n"
+    async with scripted(always(answer)) as server:
+        async with client_of(server, backend, timeout=httpx.Timeout(5.0, read=0.3)) as client:
+            with pytest.raises(wx.RequestTimeoutError) as caught:
+                async with client.chat_stream("mpt30b", MESSAGES) as stream:
+                    async for _ in stream:
+                        pass
+    error = caught.value
+    assert error.limit == "read" and error.seconds == 0.3
+    assert (
+        error.url
+        == f"http://127.0.0.1:{server.port}/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/mpt30b"
+    )
+    assert f"127.0.0.1:{server.port}" in str(error) and "0.3 s" in str(error)
+    assert TOKEN not in str(error)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_body_that_stalls_after_its_headers_reports_the_read_timeout(backend: str) -> None:
+    partial = http_answer(b'{"id": "as-1", ', length=4000)
+    async with scripted(always(partial)) as server:
+        timeout = httpx.Timeout(5.0, read=0.3)
+        async with client_of(server, backend, timeout=timeout, max_retries=0) as client:
+            with pytest.raises(wx.RequestTimeoutError) as caught:
+                await client.chat("mpt30b", MESSAGES)
+    assert caught.value.limit == "read" and caught.value.seconds == 0.3
+    assert "0.3 s" in str(caught.value) and f"127.0.0.1:{server.port}" in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_header_the_http_library_refuses_is_not_retried_nor_quoted(backend: str) -> None:
+    # The call keywords refuse such a header first; the transports must not rely on it.
+    async with scripted(always(GOOD)) as server:
+        async with client_of(server, backend) as client:
+            request = OutgoingRequest(
+                "POST",
+                httpx.URL(f"http://127.0.0.1:{server.port}/x?access_token={TOKEN}"),
+                {"X-Key": "s3cret\x00value"},
+                b"{}",
+                httpx.Timeout(5.0),
+            )
+            with pytest.raises(wx.TransportError) as caught:
+                await client._sender.transport.send(request)
+    assert caught.value.retryable is False
+    assert "s3cret" not in str(caught.value) and "s3cret" not in repr(caught.value)
+    assert TOKEN not in str(caught.value)
+    assert server.requests == []

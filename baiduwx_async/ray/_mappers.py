@@ -237,8 +237,8 @@ class ChatMapper(_Mapper):
 class EmbeddingMapper(_Mapper):
     """Embeds the `"text"` column (or `input_column`); the vector goes to `embedding`.
 
-    Texts go out packed `texts_per_request` to a request (`params={"texts_per_request":
-    1}` for `tao_8k`). The service counts tokens per request, not per text, so
+    Texts go out packed `texts_per_request` to a request (16, or 1 for `tao_8k`; set it
+    in `params`). The service counts tokens per request, not per text, so
     `prompt_tokens` and `completion_tokens` are `None` on embedding rows.
     """
 

@@ -37,9 +37,10 @@ indirect=True)` (the parameter wins). `asgi=True` in either gives the socket-fre
 
 `@pytest.mark.wenxin_instant_retries` (or the ini option `wenxin_instant_retries = true`,
 for every test) gives the fixture's clients `retry_policy=INSTANT_RETRIES`: the same
-attempts, no waiting, so fault-injection tests do not pay the backoff. The plugin also sets
-pytest-asyncio's `asyncio_default_fixture_loop_scope` to "function" when it is unset, so
-that pytest-asyncio does not warn on every run.
+attempts, no waiting, so fault-injection tests do not pay the backoff (nor, unless the
+test gives qps, rpm or rate_limiter, the client's slow-down after rate-limit answers). The
+plugin also sets pytest-asyncio's `asyncio_default_fixture_loop_scope` to "function" when
+it is unset, so that pytest-asyncio does not warn on every run.
 
 How the async fixtures work under each plugin
 ---------------------------------------------

@@ -11,6 +11,7 @@ import httpx
 
 from .._auth import IAMCredentials, OAuthCredentials
 from .._client import AsyncClient
+from .._limits import NoLimit
 from .._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -23,7 +24,10 @@ ASGI_BASE_URL = "http://emulator.localhost"
 
 INSTANT_RETRIES = RetryPolicy(initial_backoff=0.0, max_backoff=0.0, max_wait=0.0)
 """Retries without waiting: as many attempts as the default policy, no backoff and no
-`Retry-After` wait, for tests that inject faults. `AsyncClient(retry_policy=...)`."""
+`Retry-After` wait, for tests that inject faults. `AsyncClient(retry_policy=...)`; a
+`RunningEmulator.client()` given it (and no qps, rpm or rate_limiter) also skips the
+client's slow-down after rate-limit answers."""
+_PACING = frozenset(("qps", "rpm", "rate_limiter"))
 
 
 class RunningEmulator:
@@ -111,6 +115,9 @@ class RunningEmulator:
         self._check_open()
         for name, value in self.client_defaults.items():
             kwargs.setdefault(name, value)
+        if kwargs.get("retry_policy") is INSTANT_RETRIES and not _PACING & kwargs.keys():
+            # Instant retries wait for nothing: not for the slow-down after a 429 either.
+            kwargs["rate_limiter"] = NoLimit()
         kwargs.setdefault("credentials", self.credentials)
         kwargs.setdefault("base_url", self.base_url)
         if self.asgi and kwargs.get("http_client") is None:

@@ -66,8 +66,11 @@ def _settle_asyncio_loop_scope(config: pytest.Config) -> None:
             return
     except ValueError:  # an older pytest-asyncio without the setting
         return
-    # pytest has no public way to set an ini value; its cache of them is what getini reads.
-    config._inicache[name] = "function"
+    # pytest has no public way to set an ini value; its cache of them is what getini reads
+    # (a private attribute: should a pytest drop it, the warning comes back, nothing breaks).
+    cache = getattr(config, "_inicache", None)
+    if isinstance(cache, dict):
+        cache[name] = "function"
 
 
 def _instant_retries(request: pytest.FixtureRequest) -> bool:
