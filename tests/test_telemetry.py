@@ -15,18 +15,15 @@ import anyio
 import httpx
 import pytest
 import respx
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
-from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 import baiduwx_async as wx
 from baiduwx_async.emulator import Emulator, EmulatorConfig
 from baiduwx_async.testing import run_emulator
 
+from .otel_support import Telemetry, collecting
 from .support import API_KEY, COMPLETIONS_URL, SECRET_KEY, TOKEN, completion_body, error_body
 from .support import make_client as make_respx_client
 
@@ -43,65 +40,10 @@ TOKEN_BOUNDS += [16777216, 67108864]
 CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 
-class _Collecting(SpanProcessor):
-    """Hands ended spans to the exporter only while a test of this module listens: the
-    provider is global and stays installed for the tests that run after these."""
-
-    def __init__(self, exporter: InMemorySpanExporter) -> None:
-        self.inner = SimpleSpanProcessor(exporter)
-        self.on = False
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.on:
-            self.inner.on_end(span)
-
-
-_EXPORTER = InMemorySpanExporter()
-_PROCESSOR = _Collecting(_EXPORTER)
-_READER = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
-_installed = False
-
-
-class Telemetry:
-    """What the calls of one test emitted."""
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(_EXPORTER.get_finished_spans())
-
-    def span(self) -> ReadableSpan:
-        (only,) = self.spans()
-        return only
-
-    def metrics(self) -> dict[str, Any]:
-        """Metric name -> the metric (with its points), collected since the last call."""
-        found: dict[str, Any] = {}
-        data = _READER.get_metrics_data()
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                if scope.scope.name == "baiduwx_async":
-                    for metric in scope.metrics:
-                        found[metric.name] = metric
-        return found
-
-
 @pytest.fixture
 def otel() -> Iterator[Telemetry]:
-    global _installed
-    if not _installed:
-        provider = TracerProvider()
-        provider.add_span_processor(_PROCESSOR)
-        trace.set_tracer_provider(provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
-        _installed = True
-    assert isinstance(trace.get_tracer_provider(), TracerProvider), "another SDK is installed"
-    _READER.get_metrics_data()  # forget what earlier tests recorded
-    _EXPORTER.clear()
-    _PROCESSOR.on = True
-    try:
-        yield Telemetry()
-    finally:
-        _PROCESSOR.on = False
-        _EXPORTER.clear()
+    with collecting() as telemetry:
+        yield telemetry
 
 
 def emulator_client(emulator: Emulator, **kwargs: Any) -> wx.AsyncClient:

@@ -31,6 +31,7 @@ from ._wire import Exchange, Receive, Scope, Send, dumps, printable, route_path,
 
 if TYPE_CHECKING:
     from .._client import AsyncClient
+    from ._tracing import RequestSpan, ServerTracing
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "GatewayApp", "ModelRoute", "create_app", "parse_models"]
 
@@ -120,6 +121,14 @@ class GatewayApp(Starlette):
         self._key_digests = [hashlib.sha256(key.encode()).digest() for key in keys]
         self.max_body_bytes = max_body_bytes
         self.created = int(time.time())
+        # A SERVER span per request only where the client makes spans: nothing else is
+        # imported, and each request pays one attribute check.
+        self._tracing: ServerTracing | None = None
+        telemetry = client._telemetry
+        if telemetry is not None:
+            from ._tracing import ServerTracing
+
+            self._tracing = ServerTracing(telemetry.idle)
         self._routes = {
             "/v1/chat/completions": _Route("POST", self._chat),
             "/v1/completions": _Route("POST", self._completions),
@@ -156,6 +165,11 @@ class GatewayApp(Starlette):
             route = self._model_route if path.startswith("/v1/models/") else self._unknown
         method: str = scope["method"]
         exchange = Exchange()
+        span: RequestSpan | None = None
+        tracing = self._tracing
+        if tracing is not None and not tracing.idle():
+            span = tracing.start(scope, method, self._template(route, path))
+            send = span.watch(send)
         try:
             if route.method not in (method, "*"):
                 raise GatewayError(
@@ -173,7 +187,14 @@ class GatewayApp(Starlette):
             exchange.status = error.status
             if not exchange.started:
                 await send_json(send, error.status, error_body(error), error.headers)
+        except BaseException as exc:  # cancelled
+            if span is not None:
+                span.end(exchange, exc)
+                span = None
+            raise
         finally:
+            if span is not None:
+                span.end(exchange)
             if logger.isEnabledFor(logging.INFO):
                 logger.info(
                     "%s %s model=%s status=%s %.1fms",
@@ -183,6 +204,12 @@ class GatewayApp(Starlette):
                     499 if exchange.disconnected else exchange.status,
                     (time.perf_counter() - started) * 1000,
                 )
+
+    def _template(self, route: _Route, path: str) -> str | None:
+        """The route a path matched, as the span's `http.route`."""
+        if route is self._unknown:
+            return None
+        return "/v1/models/{model}" if route is self._model_route else path
 
     def _authenticate(self, scope: Scope) -> None:
         given = b""
