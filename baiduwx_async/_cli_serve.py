@@ -99,8 +99,8 @@ async def _serve(
     keys: list[str],
 ) -> None:
     from ._cli_shared import shared_state
+    from .emulator._uvicorn import bind, url_of, uvicorn_server
     from .gateway import create_app
-    from .gateway._server import bind, url_of, uvicorn_server
 
     async with AsyncExitStack() as stack:
         shared, _ = await shared_state(args, stack)

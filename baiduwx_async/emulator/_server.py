@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shlex
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
-
 from ._config import EmulatorConfig
 from ._emulator import Emulator
+from ._uvicorn import bind, serve_app
 
 __all__ = ["main", "serve"]
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted sockets inherit it: without it, Nagle holds back the body written after
-        # the headers until the client's delayed ACK, 40 ms a request.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 @asynccontextmanager
@@ -49,53 +30,10 @@ async def serve(
     server stops accepting, lets running answers finish for up to `shutdown_timeout`
     seconds, and closes. uvicorn runs on asyncio only: under trio this raises RuntimeError.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError(
-            "serve() needs the asyncio event loop (uvicorn does not run under trio); "
-            "under trio, use httpx.ASGITransport(app=emulator.app) instead"
-        ) from None
-    import uvicorn
-
-    sock = _bind(host, port)
-    bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        emulator.app,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        ws="none",
-        proxy_headers=False,  # nothing reads the client address or scheme
-        timeout_graceful_shutdown=shutdown_timeout,
-    )
-    server = uvicorn.Server(config)
-    finished = anyio.Event()
-
-    async def run() -> None:
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            sock.close()
-            finished.set()
-
-    body_error: Exception | None = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(run)
-        while not server.started:
-            if finished.is_set():
-                raise RuntimeError(f"the emulator server failed to start on {host}:{port}")
-            await anyio.sleep(0.005)
-        url_host = f"[{host}]" if ":" in host else host
-        try:
-            yield f"http://{url_host}:{bound_port}"
-        except Exception as exc:  # re-raised below, not wrapped in an ExceptionGroup
-            body_error = exc
-        finally:
-            server.should_exit = True
-    if body_error is not None:
-        raise body_error
+    async with serve_app(
+        emulator.app, host=host, port=port, shutdown_timeout=shutdown_timeout, what="emulator"
+    ) as url:
+        yield url
 
 
 def banner(emulator: Emulator, host: str, port: int) -> str:
@@ -155,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--config {args.config}: {exc}")
     import uvicorn
 
-    sock = _bind(args.host, args.port)  # our socket, for its TCP_NODELAY
+    sock = bind(args.host, args.port)  # our socket, for its TCP_NODELAY
     print(banner(emulator, args.host, sock.getsockname()[1]), flush=True)
     uvicorn.run(
         emulator.app,
