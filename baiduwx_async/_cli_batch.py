@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import anyio
@@ -32,18 +32,27 @@ from ._cli_progress import ProgressBar
 from ._cli_results import ResultFile, result_record
 from ._cli_shared import LogToConsole, shared_state
 
-__all__ = ["run_batch"]
+__all__ = ["run_batch", "run_items"]
 
 
-async def _process(
+#: What a run iterates: one of the client's `iter_batch_*`, used as `async with ... as results`.
+Results = AbstractAsyncContextManager[AsyncIterator[wx.BatchResult[Any, Any]]]
+
+
+async def run_items(
     args: argparse.Namespace,
     credentials: wx.Credentials,
     inputs: BatchInputs,
     output: ResultFile,
     bar: ProgressBar,
+    options: dict[str, Any],
+    start: Callable[[wx.AsyncClient, dict[str, Any]], Results],
+    record: Callable[[object, wx.BatchResult[Any, Any]], dict[str, Any]],
 ) -> None:
-    params = generation_params(args)
-    options: dict[str, Any] = {"concurrency": args.concurrency, "qps": args.qps, **params}
+    """Every input through `start(client, options)` (one of the client's `iter_batch_*`),
+    each result written as `record(id, result)` the moment it finishes. The client shares
+    the token and the limits through Redis when asked; a fatal error (bad credentials, an
+    unreachable Redis) stops the run after what finished is written."""
     fatal: Exception | None = None
     async with AsyncExitStack() as stack:
         shared, fatal_errors = await shared_state(args, stack)
@@ -58,22 +67,38 @@ async def _process(
                 **shared,
             )
         )
-        batch: wx.BatchIterator[Any, Any]
-        if args.mode == "complete":
-            batch = client.iter_batch_complete(args.endpoint, inputs, **options)
-        else:
-            batch = client.iter_batch_chat(args.endpoint, inputs, **options)
-        async with batch as results:
+        async with start(client, options) as results:
             async for result in results:
                 item_id = inputs.pop(result.index)
                 if isinstance(result.error, fatal_errors):
                     fatal = result.error
                     break
-                output.write(result_record(item_id, result))
+                output.write(record(item_id, result))
                 usage = getattr(result.response, "usage", None)
                 bar.advance(result.ok, getattr(usage, "total_tokens", 0) or 0)
     if fatal is not None:
         raise fatal
+
+
+async def _process(
+    args: argparse.Namespace,
+    credentials: wx.Credentials,
+    inputs: BatchInputs,
+    output: ResultFile,
+    bar: ProgressBar,
+) -> None:
+    options: dict[str, Any] = {
+        "concurrency": args.concurrency,
+        "qps": args.qps,
+        **generation_params(args),
+    }
+
+    def start(client: wx.AsyncClient, options: dict[str, Any]) -> wx.BatchIterator[Any, Any]:
+        if args.mode == "complete":
+            return client.iter_batch_complete(args.endpoint, inputs, **options)
+        return client.iter_batch_chat(args.endpoint, inputs, **options)
+
+    await run_items(args, credentials, inputs, output, bar, options, start, result_record)
 
 
 Process = Callable[

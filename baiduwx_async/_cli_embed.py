@@ -4,16 +4,14 @@ crash. The file handling, progress bar, summary and exit codes are `baiduwx batc
 from __future__ import annotations
 
 import argparse
-from contextlib import AsyncExitStack
 from typing import Any
 
 import baiduwx_async as wx
 
-from ._cli_batch import run_batch
+from ._cli_batch import run_batch, run_items
 from ._cli_inputs import BatchInputs
 from ._cli_progress import ProgressBar
 from ._cli_results import ResultFile, result_record
-from ._cli_shared import shared_state
 
 __all__ = ["embedding_record", "run_embed"]
 
@@ -37,30 +35,11 @@ async def _process(
         "qps": args.qps,
         "texts_per_request": args.texts_per_request,
     }
-    fatal: Exception | None = None
-    async with AsyncExitStack() as stack:
-        shared, fatal_errors = await shared_state(args, stack)
-        if "rate_limiter" in shared:
-            options["qps"] = None  # the shared limiter paces this run among the others
-        client = await stack.enter_async_context(
-            wx.AsyncClient(
-                credentials=credentials,
-                max_concurrency=args.concurrency,
-                http_backend=args.http_backend,
-                tpm=None if "rate_limiter" in shared else args.tpm,
-                **shared,
-            )
-        )
-        async with client.iter_batch_embed(args.endpoint, inputs, **options) as results:
-            async for result in results:
-                item_id = inputs.pop(result.index)
-                if isinstance(result.error, fatal_errors):
-                    fatal = result.error
-                    break
-                output.write(embedding_record(item_id, result))
-                bar.advance(result.ok)
-    if fatal is not None:
-        raise fatal
+
+    def start(client: wx.AsyncClient, options: dict[str, Any]) -> wx.EmbedBatchIterator:
+        return client.iter_batch_embed(args.endpoint, inputs, **options)
+
+    await run_items(args, credentials, inputs, output, bar, options, start, embedding_record)
 
 
 def run_embed(args: argparse.Namespace) -> int:
