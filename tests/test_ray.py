@@ -38,17 +38,21 @@ def ray_cluster(emulator: EmulatorProcess) -> Iterator[Path]:
     inherit the emulator's address and credentials from the environment Ray was started
     in, as on a cluster whose nodes were started with them: not through
     `runtime_env={"env_vars": ...}`, which Ray writes to its runtime_env_agent.log."""
-    saved = dict(os.environ)
-    os.environ.update({k: v for k, v in emulator.env().items() if k != "PATH"})
     logging.getLogger("ray").setLevel(logging.WARNING)  # its DEBUG records fill the report
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield Path(_session_dir())
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        # Without it, Ray reports usage over the network and Ray Data's first run starts
+        # a driver thread that polls a Prometheus on localhost:9090 every 10 s for the
+        # rest of the session: a socket that comes and goes under the later tests that
+        # count this process's file descriptors.
+        patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        with pytest.MonkeyPatch.context() as for_the_workers:
+            for name, value in emulator.env().items():
+                if name != "PATH":
+                    for_the_workers.setenv(name, value)
+            ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield Path(_session_dir())
+        ray.shutdown()
 
 
 def _session_dir() -> str:
