@@ -10,9 +10,10 @@ own work when thousands are in flight. Imported only when this backend is chosen
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 import anyio
@@ -35,6 +36,20 @@ __all__ = ["AiohttpReply", "AiohttpTransport"]
 # aiohttp's timeouts derive from asyncio.TimeoutError, which is not the builtin before 3.11.
 _TIMEOUTS = (aiohttp.ServerTimeoutError, TimeoutError)
 _FAILURES = (aiohttp.ClientError, TimeoutError)
+
+
+# aiohttp refuses control characters in a header only from 3.14 on; before, it refuses
+# only CR and LF and would write a NUL to the wire. The call keywords refuse such headers
+# first, but the transport does not rely on them.
+_CHECKS_HEADERS = tuple(int(part) for part in aiohttp.__version__.split(".")[:2]) >= (3, 14)
+_FORBIDDEN_IN_HEADERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _unsendable_header(headers: Mapping[str, str]) -> bool:
+    return any(
+        _FORBIDDEN_IN_HEADERS.search(name) or _FORBIDDEN_IN_HEADERS.search(value)
+        for name, value in headers.items()
+    )
 
 
 def _limit_of(exc: BaseException) -> TimeoutLimit | None:
@@ -108,6 +123,8 @@ class AiohttpTransport:
         return converted
 
     async def send(self, request: OutgoingRequest) -> AiohttpReply:
+        if not _CHECKS_HEADERS and _unsendable_header(request.headers):
+            raise refused_locally(request, ValueError("a control character in a header"))
         try:
             response = await self.session.request(
                 request.method,
