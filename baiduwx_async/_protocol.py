@@ -8,10 +8,11 @@ Nothing here awaits; `_client` sends what this builds and hands back what it got
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from ._errors import (
@@ -89,11 +90,32 @@ def excerpt(body: bytes | str, limit: int = 200) -> str:
     return redact(text).encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
+#: Answers from this size on are decoded with orjson when it is installed. Below it, the
+#: saving is a few microseconds a call; above it (embeddings), most of the call's CPU.
+LARGE_ANSWER_BYTES = 16 * 1024
+
+
+@functools.cache
+def _fast_loads() -> Callable[[bytes], object] | None:
+    try:
+        from ._fast_json import loads
+    except ImportError:
+        return None
+    return loads
+
+
 def loads_or_none(text: bytes | str) -> object:
     """Decoded JSON, or `None` for anything that is not JSON we can hold: invalid text,
     invalid UTF-8, or nesting deep enough to exhaust the parser's recursion."""
     if not text:
         return None
+    if len(text) >= LARGE_ANSWER_BYTES and isinstance(text, bytes):
+        fast = _fast_loads()
+        if fast is not None:
+            try:
+                return fast(text)
+            except ValueError:
+                pass  # json decides: it reads some of what orjson refuses, and refuses the rest
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
