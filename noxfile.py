@@ -38,6 +38,7 @@ LOWEST_TESTS = [
     "tests/test_emulator_server.py",
     "tests/test_emulator_stream.py",
     "tests/test_integration.py",
+    "tests/test_fast_json.py",
 ]
 
 

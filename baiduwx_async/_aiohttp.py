@@ -41,7 +41,8 @@ _FAILURES = (aiohttp.ClientError, TimeoutError)
 # aiohttp refuses control characters in a header only from 3.14 on; before, it refuses
 # only CR and LF and would write a NUL to the wire. The call keywords refuse such headers
 # first, but the transport does not rely on them.
-_CHECKS_HEADERS = tuple(int(part) for part in aiohttp.__version__.split(".")[:2]) >= (3, 14)
+_release = re.match(r"(\d+)\.(\d+)", aiohttp.__version__)
+_CHECKS_HEADERS = _release is not None and tuple(map(int, _release.groups())) >= (3, 14)
 _FORBIDDEN_IN_HEADERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 

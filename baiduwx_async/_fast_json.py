@@ -7,9 +7,17 @@ it), never at import.
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 __all__ = ["loads"]
+
+# Before 3.9.15 orjson crashed the process on deeply nested JSON, which any server could
+# send: such an orjson is not used (importing this module fails, and json decodes).
+_release = re.match(r"(\d+)\.(\d+)\.(\d+)", orjson.__version__)
+if _release is None or tuple(map(int, _release.groups())) < (3, 9, 15):
+    raise ImportError(f"orjson {orjson.__version__} is older than 3.9.15")
 
 # orjson reads an integer outside 64 bits (from -2**63 to 2**64 - 1) as a float, where json
 # keeps it exact. A body with a run of 19 digits that is not part of a fraction or an

@@ -3,6 +3,7 @@ whatever orjson would read differently (or not at all) is left to json."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 import subprocess
@@ -113,3 +114,14 @@ def test_importing_the_package_does_not_import_orjson() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_an_orjson_that_crashes_on_deep_nesting_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import orjson
+
+    monkeypatch.setattr(orjson, "__version__", "3.9.14")
+    monkeypatch.delitem(sys.modules, "baiduwx_async._fast_json")
+    with pytest.raises(ImportError, match=r"older than 3\.9\.15"):
+        importlib.import_module("baiduwx_async._fast_json")
