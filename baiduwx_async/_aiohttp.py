@@ -13,7 +13,7 @@ import contextlib
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 import aiohttp
 import anyio
@@ -24,6 +24,7 @@ from ._transport import (
     OutgoingRequest,
     check_declared_length,
     connection_failed,
+    has_control_character,
     join_within,
     read_failed,
     refused_locally,
@@ -38,19 +39,11 @@ _TIMEOUTS = (aiohttp.ServerTimeoutError, TimeoutError)
 _FAILURES = (aiohttp.ClientError, TimeoutError)
 
 
-# aiohttp refuses control characters in a header only from 3.14 on; before, it refuses
-# only CR and LF and would write a NUL to the wire. The call keywords refuse such headers
-# first, but the transport does not rely on them.
+# From 3.14 on aiohttp refuses every control character in a header itself; before, it
+# refuses CR, LF and NUL only and writes the others to the wire. The call keywords refuse
+# such headers first, but the transport does not rely on them.
 _release = re.match(r"(\d+)\.(\d+)", aiohttp.__version__)
 _CHECKS_HEADERS = _release is not None and tuple(map(int, _release.groups())) >= (3, 14)
-_FORBIDDEN_IN_HEADERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def _unsendable_header(headers: Mapping[str, str]) -> bool:
-    return any(
-        _FORBIDDEN_IN_HEADERS.search(name) or _FORBIDDEN_IN_HEADERS.search(value)
-        for name, value in headers.items()
-    )
 
 
 def _limit_of(exc: BaseException) -> TimeoutLimit | None:
@@ -124,7 +117,7 @@ class AiohttpTransport:
         return converted
 
     async def send(self, request: OutgoingRequest) -> AiohttpReply:
-        if not _CHECKS_HEADERS and _unsendable_header(request.headers):
+        if not _CHECKS_HEADERS and has_control_character(request.headers):
             raise refused_locally(request, ValueError("a control character in a header"))
         try:
             response = await self.session.request(

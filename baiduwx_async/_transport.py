@@ -12,6 +12,7 @@ know which one runs.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
@@ -149,13 +150,25 @@ def connection_failed(request: OutgoingRequest, exc: BaseException) -> Transport
     return TransportError(f"{request.route} failed: {redact(repr(exc))}", url=location(request.url))
 
 
+# HTTP allows no control character in a header but the tab (in values). h11 (under httpx)
+# and aiohttp before 3.14 refuse CR, LF and NUL only, and write the others to the wire.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def has_control_character(headers: Mapping[str, str]) -> bool:
+    """Whether a header name or value holds a character HTTP does not allow there."""
+    search = _CONTROL_CHARACTER.search  # over joined strings: one scan each, not one a header
+    return search("".join(headers)) is not None or search("".join(headers.values())) is not None
+
+
 def refused_locally(request: OutgoingRequest, exc: BaseException) -> TransportError:
-    """The HTTP library would not send the request (a header it cannot encode): the same
-    request would be refused again, so it is not retried. The library's own message is
-    left out, as it quotes the offending header, which may hold a secret."""
+    """The request cannot be sent (a header that HTTP does not allow, or that the HTTP
+    library cannot encode): the same request would be refused again, so it is not retried.
+    The library's own message is left out, as it quotes the offending header, which may
+    hold a secret."""
     error = TransportError(
-        f"{request.route} was not sent: the HTTP library refused the request "
-        f"({type(exc).__name__}: a header name or value it cannot send)",
+        f"{request.route} was not sent: a header name or value cannot be sent "
+        f"({type(exc).__name__})",
         url=location(request.url),
         hint="check the names and values of extra_headers and request_id",
     )
@@ -230,6 +243,8 @@ class HttpxTransport:
         self._busy = [0] * len(self.pools)
 
     async def send(self, request: OutgoingRequest) -> HttpxReply:
+        if has_control_character(request.headers):
+            raise refused_locally(request, ValueError("a control character in a header"))
         outgoing = httpx.Request(
             request.method,
             request.url,

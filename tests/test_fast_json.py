@@ -10,7 +10,10 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import baiduwx_async._fast_json as _fast_json
 import baiduwx_async._protocol as protocol
 from baiduwx_async._protocol import LARGE_ANSWER_BYTES, loads_or_none
 
@@ -30,15 +33,16 @@ def json_only(body: bytes) -> object:
         return None
 
 
-def embedding_answer(seed: int) -> bytes:
+def embedding_answer(seed: int, long_integers: bool = False) -> bytes:
     rng = random.Random(seed)
     data = [
         {"object": "embedding", "embedding": [rng.uniform(-1, 1) for _ in range(384)], "index": i}
         for i in range(16)
     ]
     numbers = [rng.random() * 10.0 ** rng.randint(-320, 300) for _ in range(500)]
-    # integers on both sides of orjson's 64-bit range
-    integers = [rng.choice((1, -1)) * rng.randrange(2 ** rng.randint(1, 70)) for _ in range(200)]
+    # integers of up to 18 digits (the guard sends 19 or more to json), or up to 70 bits
+    bits = 70 if long_integers else 59
+    integers = [rng.choice((1, -1)) * rng.randrange(2 ** rng.randint(1, bits)) for _ in range(200)]
     body = {"id": "as-1", "object": "embedding_list", "created": 1, "data": data}
     body |= {"floats": numbers, "integers": integers}
     return json.dumps(body).encode()
@@ -75,7 +79,47 @@ def test_a_large_answer_decodes_exactly_as_json_would(body: bytes) -> None:
 def test_embedding_answers_decode_as_json_would() -> None:
     for seed in range(50):
         body = embedding_answer(seed)
+        # orjson itself reads these (nothing in them is sent to json) ...
+        assert repr(_fast_json.loads(body)) == repr(json.loads(body))
         assert repr(loads_or_none(body)) == repr(json.loads(body))
+        # ... and with integers past 64 bits json reads them, to the same result
+        body = embedding_answer(seed, long_integers=True)
+        assert repr(loads_or_none(body)) == repr(json.loads(body))
+
+
+# Every place a JSON integer can start: a guard that missed one would let orjson round it.
+BEFORE_AN_INTEGER = {
+    "start of the body": ("", " " * LARGE_ANSWER_BYTES),
+    "a value": ('{"pad":"' + "x" * LARGE_ANSWER_BYTES + '","v":', "}"),
+    "an array's start": ('{"pad":"' + "x" * LARGE_ANSWER_BYTES + '","v":[', "]}"),
+    "a comma": ('{"pad":"' + "x" * LARGE_ANSWER_BYTES + '","v":[1,', "]}"),
+    **{
+        f"a {name}": ('{"pad":"' + "x" * LARGE_ANSWER_BYTES + '","v":[1,' + space, "]}")
+        for name, space in {"space": " ", "tab": "\t", "newline": "\n", "return": "\r"}.items()
+    },
+    "a colon after spaces": ('{"pad":"' + "x" * LARGE_ANSWER_BYTES + '","v" : \r\n\t', "}"),
+}
+EDGES = [2**64, 2**64 + 1, -(2**63) - 1, 10**22 + 3, -(10**30) - 7]
+
+
+@pytest.mark.parametrize("integer", [*EDGES, 2**64 - 1, -(2**63)])
+@pytest.mark.parametrize("around", BEFORE_AN_INTEGER.values(), ids=BEFORE_AN_INTEGER.keys())
+def test_integers_near_64_bits_are_exact_wherever_they_stand(
+    around: tuple[str, str], integer: int
+) -> None:
+    before, after = around
+    body = (before + str(integer) + after).encode()
+    assert len(body) >= LARGE_ANSWER_BYTES
+    assert repr(loads_or_none(body)) == repr(json.loads(body))
+    if integer in EDGES:
+        with pytest.raises(ValueError, match="an integer orjson would round"):
+            _fast_json.loads(body)
+
+
+@given(st.integers(min_value=-(2**70), max_value=2**70), st.sampled_from(["", " ", "\t", "\r\n"]))
+def test_any_integer_decodes_exactly(integer: int, space: str) -> None:
+    body = padded("[0," + space + str(integer) + "]")
+    assert repr(loads_or_none(body)) == repr(json.loads(body))
 
 
 @pytest.fixture
@@ -122,6 +166,6 @@ def test_an_orjson_that_crashes_on_deep_nesting_is_not_used(
     import orjson
 
     monkeypatch.setattr(orjson, "__version__", "3.9.14")
-    monkeypatch.delitem(sys.modules, "baiduwx_async._fast_json")
+    monkeypatch.delitem(sys.modules, "baiduwx_async._fast_json", raising=False)
     with pytest.raises(ImportError, match=r"older than 3\.9\.15"):
         importlib.import_module("baiduwx_async._fast_json")

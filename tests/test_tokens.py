@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -14,7 +16,7 @@ import pytest
 import respx
 
 import baiduwx_async as wx
-from baiduwx_async._tokens import AccessToken, TokenManager
+from baiduwx_async._tokens import AccessToken, MemoryTokenStore, TokenManager
 
 from .support import (
     API_KEY,
@@ -180,13 +182,33 @@ async def test_refresh_if_stale_keeps_a_token_that_was_already_replaced() -> Non
         fetched.append(f"24.t{len(fetched)}")
         return AccessToken(fetched[-1], 0.0, 1e12)
 
-    manager = TokenManager(fetch, key="k", clock=lambda: 1.0)
+    class CountingSharedStore(MemoryTokenStore):
+        """A shared store (as Redis is) that counts what each call costs."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.visits: list[str] = []
+
+        async def load(self, key: str) -> AccessToken | None:
+            self.visits.append("load")
+            return await super().load(key)
+
+        @contextlib.asynccontextmanager
+        async def fetch_lock(self, key: str) -> AsyncIterator[None]:
+            self.visits.append("lock")
+            yield
+
+    store = CountingSharedStore()
+    manager = TokenManager(fetch, key="k", store=store, clock=lambda: 1.0)
     first = await manager.get_token()
     second = await manager.refresh_if_stale(first)
     assert second != first
-    # A late 111 for the first token must not cost another fetch.
+    store.visits.clear()
+    # A late 111 for the first token costs no fetch, and not even a visit to the shared
+    # store: with Redis that would be a lock and a round trip per late answer.
     assert await manager.refresh_if_stale(first) == second
     assert fetched == ["24.t0", "24.t1"]
+    assert store.visits == []
 
 
 async def test_cancelled_leader_lets_a_waiter_fetch() -> None:

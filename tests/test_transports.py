@@ -340,16 +340,31 @@ async def test_a_body_that_stalls_after_its_headers_reports_the_read_timeout(bac
     assert "0.3 s" in str(caught.value) and f"127.0.0.1:{server.port}" in str(caught.value)
 
 
+UNSENDABLE_HEADERS = {
+    "NUL in a value": ("X-Key", "s3cret\x00value"),
+    "SOH in a value": ("X-Key", "s3cret\x01value"),
+    "US in a value": ("X-Key", "s3cret\x1fvalue"),
+    "DEL in a value": ("X-Key", "s3cret\x7fvalue"),
+    "SOH in a name": ("X-K\x01ey", "s3cret"),
+    "DEL in a name": ("X-K\x7fey", "s3cret"),
+}
+
+
+@pytest.mark.parametrize("header", UNSENDABLE_HEADERS.values(), ids=UNSENDABLE_HEADERS.keys())
 @pytest.mark.parametrize(
     ("backend", "aiohttp_checks_headers"),
     [("httpx", True), ("aiohttp", True), ("aiohttp", False)],
     ids=["httpx", "aiohttp", "aiohttp-before-3.14"],
 )
 async def test_a_header_the_http_library_refuses_is_not_retried_nor_quoted(
-    backend: str, aiohttp_checks_headers: bool, monkeypatch: pytest.MonkeyPatch
+    backend: str,
+    aiohttp_checks_headers: bool,
+    header: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The call keywords refuse such a header first; the transports must not rely on it.
-    # aiohttp before 3.14 would write the NUL: our transport refuses it itself there.
+    # aiohttp before 3.14 refuses CR, LF and NUL but writes the other control characters
+    # to the wire: our transport refuses those itself there.
     if not aiohttp_checks_headers:
         import baiduwx_async._aiohttp as aiohttp_transport
 
@@ -364,7 +379,7 @@ async def test_a_header_the_http_library_refuses_is_not_retried_nor_quoted(
             request = OutgoingRequest(
                 "POST",
                 httpx.URL(f"http://127.0.0.1:{server.port}/x?access_token={TOKEN}"),
-                {"X-Key": "s3cret\x00value"},
+                dict([header]),
                 b"{}",
                 httpx.Timeout(5.0),
             )
@@ -374,3 +389,30 @@ async def test_a_header_the_http_library_refuses_is_not_retried_nor_quoted(
     assert "s3cret" not in str(caught.value) and "s3cret" not in repr(caught.value)
     assert TOKEN not in str(caught.value)
     assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "aiohttp_checks_headers"),
+    [("httpx", True), ("aiohttp", True), ("aiohttp", False)],
+    ids=["httpx", "aiohttp", "aiohttp-before-3.14"],
+)
+async def test_a_tab_in_a_header_value_is_sent(
+    backend: str, aiohttp_checks_headers: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not aiohttp_checks_headers:
+        import baiduwx_async._aiohttp as aiohttp_transport
+
+        monkeypatch.setattr(aiohttp_transport, "_CHECKS_HEADERS", False)
+    async with scripted(always(GOOD)) as server:
+        async with client_of(server, backend) as client:
+            request = OutgoingRequest(
+                "POST",
+                httpx.URL(f"http://127.0.0.1:{server.port}/x?access_token={TOKEN}"),
+                {"X-Note": "a\tb"},
+                b"{}",
+                httpx.Timeout(5.0),
+            )
+            reply = await client._sender.transport.send(request)
+            await reply.read(1 << 16)
+            await reply.aclose()
+    assert b"x-note: a\tb" in server.requests[0].lower()
