@@ -58,6 +58,8 @@ async def test_bad_input_is_a_400(wenxin_emulator: RunningEmulator) -> None:
     assert wenxin_emulator.stats()["calls"] == 0, "nothing reached the model"
 
 
+# Instant retries: the client retries as it would in production, without the backoff waits.
+@pytest.mark.wenxin_instant_retries
 @pytest.mark.wenxin_emulator(faults={"http_429": 0.5}, seed=3, retry_after=0)
 async def test_rate_limit_answers_are_retried(wenxin_emulator: RunningEmulator) -> None:
     for _ in range(3):

@@ -58,7 +58,7 @@ def test_batch_file_answers_and_resumes(tmp_path: Path) -> None:
 
 def test_the_users_own_tests_pass() -> None:
     done = run_example(
-        "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_service.py", timeout=120
+        "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "test_my_service.py", timeout=120
     )
     assert done.returncode == 0, done.stdout[-2000:]
     assert "4 passed" in done.stdout
