@@ -20,7 +20,7 @@ import baiduwx_async as wx
 from baiduwx_async.cli import EXIT_USAGE, main
 
 from .redis_server import EmulatorProcess, RedisServer
-from .secret_guard import leaks
+from .secret_guard import leaks, saw
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guide" / "gateway.md"
 QUESTION = [{"role": "user", "content": "Please introduce The Great Wall"}]
@@ -60,6 +60,7 @@ class ServeProcess:
             self.process.send_signal(signal.SIGINT)
         out, err = self.process.communicate(timeout=20)
         self.stdout, self.stderr = "\n".join(self.banner) + out, err
+        saw(self.stdout, self.stderr)
         return self.stderr
 
 
