@@ -10,7 +10,6 @@ own work when thousands are in flight. Imported only when this backend is chosen
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -37,13 +36,6 @@ __all__ = ["AiohttpReply", "AiohttpTransport"]
 # aiohttp's timeouts derive from asyncio.TimeoutError, which is not the builtin before 3.11.
 _TIMEOUTS = (aiohttp.ServerTimeoutError, TimeoutError)
 _FAILURES = (aiohttp.ClientError, TimeoutError)
-
-
-# From 3.14 on aiohttp refuses every control character in a header itself; before, it
-# refuses CR, LF and NUL only and writes the others to the wire. The call keywords refuse
-# such headers first, but the transport does not rely on them.
-_release = re.match(r"(\d+)\.(\d+)", aiohttp.__version__)
-_CHECKS_HEADERS = _release is not None and tuple(map(int, _release.groups())) >= (3, 14)
 
 
 def _limit_of(exc: BaseException) -> TimeoutLimit | None:
@@ -117,7 +109,9 @@ class AiohttpTransport:
         return converted
 
     async def send(self, request: OutgoingRequest) -> AiohttpReply:
-        if not _CHECKS_HEADERS and has_control_character(request.headers):
+        # Checked here whatever the release: aiohttp before 3.14 writes control characters
+        # other than CR, LF and NUL to the wire.
+        if has_control_character(request.headers):
             raise refused_locally(request, ValueError("a control character in a header"))
         try:
             response = await self.session.request(

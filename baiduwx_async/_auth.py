@@ -56,6 +56,13 @@ def _non_blank(_: object, attribute: attrs.Attribute[str], value: object) -> Non
         raise ValidationError(attribute.name, "must be a non-blank string")
 
 
+def _fit_for_a_header(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    # The access key is sent in the Authorization header, where HTTP allows no control
+    # character; caught here it names the field, where the transport could only refuse.
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise ValidationError(attribute.name, "must be printable ASCII without spaces")
+
+
 def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
@@ -87,7 +94,7 @@ class IAMCredentials:
     `expiration` is how many seconds a signature stays valid (300, as the official SDK).
     """
 
-    access_key: str = attrs.field(validator=_non_blank)
+    access_key: str = attrs.field(validator=[_non_blank, _fit_for_a_header])
     secret_key: str = attrs.field(validator=_non_blank)
     expiration: int = attrs.field(default=300, validator=_positive_seconds)
 

@@ -129,3 +129,9 @@ def test_iam_credentials_from_environment() -> None:
 def test_expiration_must_be_positive() -> None:
     with pytest.raises(wx.ValidationError, match="expiration"):
         wx.IAMCredentials("a", "s", expiration=0)
+
+
+@pytest.mark.parametrize("access_key", ["ak\x01", "ak\x7f", "a k", "ak\n", "ключ"])
+def test_an_access_key_unfit_for_a_header_is_refused_by_name(access_key: str) -> None:
+    with pytest.raises(wx.ValidationError, match="access_key: must be printable ASCII"):
+        wx.IAMCredentials(access_key, "s")
